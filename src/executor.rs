@@ -1,0 +1,235 @@
+//! Where calls run: the [`Executor`] trait and one adapter per runtime.
+//!
+//! | executor | feature | runs calls |
+//! |---|---|---|
+//! | [`Inline`] | always | inside the caller's task, no spawn: any `block_on`, any runtime |
+//! | [`AsyncStd`] | `async-std` | on async-std's global executor |
+//! | [`Smol`] | `smol` | on a `smol::Executor` you run |
+//! | [`Tokio`] | `tokio` | on a tokio runtime, through its `Handle` |
+//! | any `Fn(BoxFuture<'static, ()>)` | always | wherever the closure puts them |
+
+use std::future::Future;
+
+use futures::future::BoxFuture;
+
+/// Starts the calls of a fan-out.
+///
+/// An executor either takes a task and polls it to completion in the background (returning
+/// `None`), or hands it back (returning `Some(task)`), in which case the caller polls it inside
+/// its own task, concurrently with the other calls, as [`Inline`] does.
+///
+/// Tasks handed to an executor never panic (panics are caught inside them) and are cancelled
+/// by failfast itself: when their result is no longer wanted they are aborted, and complete
+/// promptly on their next poll. So an executor needs no join handle; it may drop the task
+/// (for example while shutting down), which failfast reports as
+/// [`AggregateError::Dropped`](crate::AggregateError::Dropped).
+///
+/// Any `Fn(BoxFuture<'static, ()>) + Clone + Send + Sync + 'static` closure is an executor, so
+/// a runtime without an adapter here takes one line.
+///
+/// # Examples
+///
+/// A closure that runs each call on a `futures` thread pool:
+///
+/// ```
+/// use std::time::Duration;
+/// use failfast::{mock, Context, UserAggregator};
+/// use futures::executor::ThreadPool;
+/// use futures::future::BoxFuture;
+///
+/// let pool = ThreadPool::new()?;
+/// let agg = UserAggregator::builder(mock::profile("Alice"), mock::orders(5))
+///     .executor(move |task: BoxFuture<'static, ()>| pool.spawn_ok(task))
+///     .build()?;
+/// # futures::executor::block_on(async {
+/// let dashboard = agg.aggregate(&Context::background(), 42).await?;
+/// assert_eq!(dashboard.to_string(), "User: Alice | Orders: 5");
+/// # Ok::<_, failfast::AggregateError>(()) })?;
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+pub trait Executor: Clone + Send + Sync + 'static {
+    /// Runs `task` in the background and returns `None`, or returns `Some(task)` for the caller
+    /// to poll in place.
+    fn spawn<F>(&self, task: F) -> Option<F>
+    where
+        F: Future<Output = ()> + Send + 'static;
+}
+
+impl<S> Executor for S
+where
+    S: Fn(BoxFuture<'static, ()>) + Clone + Send + Sync + 'static,
+{
+    fn spawn<F>(&self, task: F) -> Option<F>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self(Box::pin(task));
+        None
+    }
+}
+
+/// Runs every call inside the caller's own task: no spawn, no thread, no runtime needed.
+///
+/// The calls still run concurrently (they are polled together), but on one thread, so
+/// CPU-bound services do not run in parallel. Cancellation is plain dropping. This is the
+/// default executor.
+///
+/// # Examples
+///
+/// ```
+/// use failfast::{executor, mock, Context, UserAggregator};
+///
+/// let agg = UserAggregator::builder(mock::profile("Alice"), mock::orders(5))
+///     .executor(executor::Inline)
+///     .build()?;
+/// let dashboard = futures::executor::block_on(agg.aggregate(&Context::background(), 42))?;
+/// assert_eq!(dashboard.orders, 5);
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Inline;
+
+impl Executor for Inline {
+    fn spawn<F>(&self, task: F) -> Option<F>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        Some(task)
+    }
+}
+
+/// Spawns calls on async-std's global executor.
+///
+/// async-std is deprecated upstream in favour of smol; this adapter is kept for applications
+/// that still run on it.
+///
+/// # Examples
+///
+/// ```
+/// use failfast::{executor, mock, Context, UserAggregator};
+///
+/// let agg = UserAggregator::builder(mock::profile("Alice"), mock::orders(5))
+///     .executor(executor::AsyncStd)
+///     .build()?;
+/// let dashboard = async_std::task::block_on(agg.aggregate(&Context::background(), 42))?;
+/// assert_eq!(dashboard.to_string(), "User: Alice | Orders: 5");
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+#[cfg(feature = "async-std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async-std")))]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AsyncStd;
+
+#[cfg(feature = "async-std")]
+impl Executor for AsyncStd {
+    fn spawn<F>(&self, task: F) -> Option<F>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        // Dropping the JoinHandle detaches the task; failfast aborts it itself.
+        drop(async_std::task::spawn(task));
+        None
+    }
+}
+
+/// Spawns calls on a [`smol::Executor`].
+///
+/// The executor must be running (`ex.run(..)` on some thread) for the calls to make
+/// progress; if it is not, the aggregate ends at its deadline.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use failfast::{executor, mock, Context, UserAggregator};
+///
+/// let ex = Arc::new(smol::Executor::new());
+/// let agg = UserAggregator::builder(mock::profile("Alice"), mock::orders(5))
+///     .executor(executor::Smol::new(ex.clone()))
+///     .build()?;
+/// let dashboard = smol::block_on(ex.run(agg.aggregate(&Context::background(), 42)))?;
+/// assert_eq!(dashboard.to_string(), "User: Alice | Orders: 5");
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+#[cfg(feature = "smol")]
+#[cfg_attr(docsrs, doc(cfg(feature = "smol")))]
+#[derive(Debug, Clone)]
+pub struct Smol {
+    executor: std::sync::Arc<smol::Executor<'static>>,
+}
+
+#[cfg(feature = "smol")]
+impl Smol {
+    /// Spawns on `executor`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let ex = std::sync::Arc::new(smol::Executor::new());
+    /// let _executor = failfast::executor::Smol::new(ex);
+    /// ```
+    pub fn new(executor: std::sync::Arc<smol::Executor<'static>>) -> Smol {
+        Smol { executor }
+    }
+}
+
+#[cfg(feature = "smol")]
+impl Executor for Smol {
+    fn spawn<F>(&self, task: F) -> Option<F>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.executor.spawn(task).detach();
+        None
+    }
+}
+
+/// Spawns calls on a tokio runtime.
+///
+/// # Examples
+///
+/// ```
+/// use failfast::{executor, mock, Context, UserAggregator};
+///
+/// let rt = tokio::runtime::Runtime::new()?;
+/// let agg = UserAggregator::builder(mock::profile("Alice"), mock::orders(5))
+///     .executor(executor::Tokio::new(rt.handle().clone()))
+///     .build()?;
+/// let dashboard = rt.block_on(agg.aggregate(&Context::background(), 42))?;
+/// assert_eq!(dashboard.to_string(), "User: Alice | Orders: 5");
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+#[derive(Debug, Clone)]
+pub struct Tokio {
+    handle: tokio::runtime::Handle,
+}
+
+#[cfg(feature = "tokio")]
+impl Tokio {
+    /// Spawns on the runtime behind `handle`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let rt = tokio::runtime::Runtime::new()?;
+    /// let _executor = failfast::executor::Tokio::new(rt.handle().clone());
+    /// # Ok::<_, std::io::Error>(())
+    /// ```
+    pub fn new(handle: tokio::runtime::Handle) -> Tokio {
+        Tokio { handle }
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Executor for Tokio {
+    fn spawn<F>(&self, task: F) -> Option<F>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        // Dropping the JoinHandle detaches the task; failfast aborts it itself.
+        drop(self.handle.spawn(task));
+        None
+    }
+}

@@ -1,0 +1,324 @@
+//! The one place that runs calls concurrently: start each on the executor, race them all
+//! against the deadline and the caller's cancellation, and abort the rest when one fails.
+//!
+//! It is generic over any number of calls of different result types: [`FanOut::call`] starts
+//! one call and returns a future of its typed result; the caller joins those futures with a
+//! short-circuiting join (`try_join`, `try_join!`, `try_join_all`) and hands the join to
+//! [`FanOut::run`]. The first error ends the join; dropping the join drops every other
+//! [`Call`], and dropping a `Call` aborts its task.
+
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+
+use futures::channel::oneshot;
+use futures::future::{AbortHandle, Abortable, Aborted, FutureExt};
+use pin_project_lite::pin_project;
+
+use crate::context::{CancelHandle, Context};
+use crate::error::{AggregateError, BoxError, panic_message};
+use crate::executor::Executor;
+use crate::logger::Logger;
+use crate::timer::Timer;
+
+/// What a call's task reports: the service's own result, or the message of its panic.
+type Outcome<R> = Result<Result<R, BoxError>, String>;
+
+/// One fan-out in progress. Created by [`FanOut::start`]; lives as long as the operation.
+pub(crate) struct FanOut<'a, E, T> {
+    executor: &'a E,
+    timer: &'a T,
+    logger: &'a Logger,
+    /// The operation's id, logged as `user_id`.
+    id: u64,
+    started: Instant,
+    deadline: Option<Instant>,
+    /// The caller's context: its cancellation ends the fan-out.
+    parent: &'a Context,
+    /// The context handed to every call: the effective deadline, cancelled when the fan-out
+    /// ends, however it ends (Go's `defer cancel()`).
+    child: Context,
+    cancel_child: CancelOnDrop,
+    /// Names of the calls that have started and not yet answered.
+    pending: Mutex<Vec<&'static str>>,
+}
+
+impl<'a, E: Executor, T: Timer> FanOut<'a, E, T> {
+    /// Prepares a fan-out under `parent`, to finish within `timeout` (`None`: only the
+    /// parent's deadline applies).
+    ///
+    /// Fails without starting anything if `parent` is already cancelled or its deadline has
+    /// already passed.
+    pub(crate) fn start(
+        parent: &'a Context,
+        timeout: Option<Duration>,
+        executor: &'a E,
+        timer: &'a T,
+        logger: &'a Logger,
+        id: u64,
+    ) -> Result<Self, AggregateError> {
+        let started = timer.now();
+        let own = timeout.and_then(|timeout| started.checked_add(timeout));
+        let deadline = match (parent.deadline(), own) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let budget_ms = deadline.map(|d| millis(d.saturating_duration_since(started)));
+        log::debug!(logger: logger, target: "failfast", user_id = id, budget_ms:? = budget_ms; "fan-out started");
+
+        if parent.is_cancelled() {
+            log::warn!(logger: logger, target: "failfast", user_id = id; "caller's context already cancelled, nothing started");
+            return Err(AggregateError::Cancelled {
+                elapsed: Duration::ZERO,
+            });
+        }
+        if deadline.is_some_and(|deadline| deadline <= started) {
+            log::warn!(logger: logger, target: "failfast", user_id = id; "deadline already passed, nothing started");
+            return Err(AggregateError::DeadlineExceeded {
+                elapsed: Duration::ZERO,
+            });
+        }
+        let scoped = match deadline {
+            Some(deadline) => parent.with_deadline(deadline),
+            None => parent.clone(),
+        };
+        let (child, cancel_child) = scoped.with_cancel();
+        Ok(FanOut {
+            executor,
+            timer,
+            logger,
+            id,
+            started,
+            deadline,
+            parent,
+            child,
+            cancel_child: CancelOnDrop(cancel_child),
+            pending: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Starts the call `name`: builds its future from the fan-out's context and hands it to
+    /// the executor. The returned [`Call`] yields its result; dropping it aborts the call.
+    pub(crate) fn call<F, R>(
+        &self,
+        name: &'static str,
+        make: impl FnOnce(Context) -> F,
+    ) -> Call<'_, E, T, R, Task<F, R>>
+    where
+        F: Future<Output = Result<R, BoxError>> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let (abort, registration) = AbortHandle::new_pair();
+        let guarded = Guarded {
+            future: Some(make(self.child.clone())),
+            tx: Some(tx),
+        };
+        let task: Task<F, R> = Abortable::new(guarded, registration).map(ignore_abort);
+        let inline = self.executor.spawn(task);
+        lock(&self.pending).push(name);
+        Call {
+            fanout: self,
+            name,
+            inline,
+            rx,
+            abort: AbortOnDrop(abort),
+        }
+    }
+
+    /// Drives `calls` (a join of [`Call`]s) until it completes, the deadline passes or the
+    /// caller's context is cancelled, whichever comes first.
+    ///
+    /// Ties, when several are ready at the same poll: a completed join wins (work that is done
+    /// is not thrown away, like tower's `Timeout`), then the caller's cancellation, then the
+    /// deadline.
+    pub(crate) async fn run<R>(
+        &self,
+        calls: impl Future<Output = Result<R, AggregateError>>,
+    ) -> Result<R, AggregateError> {
+        let calls = calls.fuse();
+        let cancelled = self.parent.cancelled().fuse();
+        let deadline = match self.deadline {
+            Some(deadline) => futures::future::Either::Left(self.timer.sleep_until(deadline)),
+            None => futures::future::Either::Right(futures::future::pending()),
+        }
+        .fuse();
+        futures::pin_mut!(calls, cancelled, deadline);
+
+        // Biased so that the order above is the documented tie rule, not a coin toss.
+        let result = futures::select_biased! {
+            result = calls => result,
+            () = cancelled => Err(AggregateError::Cancelled { elapsed: self.elapsed() }),
+            () = deadline => Err(AggregateError::DeadlineExceeded { elapsed: self.elapsed() }),
+        };
+        if let Err(error) = &result {
+            let cancelled = lock(&self.pending).join(",");
+            log::warn!(
+                logger: self.logger, target: "failfast",
+                user_id = self.id, error:% = error, cancelled = cancelled.as_str(), elapsed_ms = millis(self.elapsed());
+                "fan-out failed, cancelling the calls still in flight"
+            );
+        } else {
+            log::debug!(logger: self.logger, target: "failfast", user_id = self.id, elapsed_ms = millis(self.elapsed()); "fan-out finished");
+        }
+        // The child context is cancelled as we return (or are dropped): `cancel_child`.
+        let _ = &self.cancel_child;
+        result
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.timer.now().saturating_duration_since(self.started)
+    }
+
+    fn finished(&self, name: &'static str, outcome: &Result<impl Sized, AggregateError>) {
+        {
+            let mut pending = lock(&self.pending);
+            if let Some(at) = pending.iter().position(|&n| n == name) {
+                pending.swap_remove(at);
+            }
+        }
+        let elapsed_ms = millis(self.elapsed());
+        match outcome {
+            Ok(_) => {
+                log::debug!(logger: self.logger, target: "failfast", user_id = self.id, service = name, elapsed_ms = elapsed_ms; "fetch finished");
+            }
+            Err(error) => {
+                log::debug!(logger: self.logger, target: "failfast", user_id = self.id, service = name, elapsed_ms = elapsed_ms, error:% = error; "fetch failed");
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// The result of one started call. Dropping it aborts the call.
+    #[must_use = "futures do nothing unless you .await or poll them"]
+    pub(crate) struct Call<'a, E, T, R, K> {
+        fanout: &'a FanOut<'a, E, T>,
+        name: &'static str,
+        // The task, when the executor handed it back to be polled here.
+        #[pin]
+        inline: Option<K>,
+        rx: oneshot::Receiver<Outcome<R>>,
+        abort: AbortOnDrop,
+    }
+}
+
+impl<E: Executor, T: Timer, R, K: Future<Output = ()>> Future for Call<'_, E, T, R, K> {
+    type Output = Result<R, AggregateError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Some(task) = this.inline.as_mut().as_pin_mut() {
+            if task.poll(cx).is_ready() {
+                this.inline.set(None);
+            }
+        }
+        let outcome = match Pin::new(this.rx).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(outcome)) => outcome,
+            Poll::Ready(Err(oneshot::Canceled)) => {
+                // The executor dropped the task without running it to completion.
+                let result = Err(AggregateError::Dropped {
+                    service: this.name,
+                });
+                this.fanout.finished(this.name, &result);
+                return Poll::Ready(result);
+            }
+        };
+        let result = match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(source)) => Err(AggregateError::Service {
+                service: this.name,
+                source,
+            }),
+            Err(message) => Err(AggregateError::Panicked {
+                service: this.name,
+                message,
+            }),
+        };
+        this.fanout.finished(this.name, &result);
+        Poll::Ready(result)
+    }
+}
+
+/// The future handed to the executor for one call.
+pub(crate) type Task<F, R> = futures::future::Map<Abortable<Guarded<F, R>>, fn(Result<(), Aborted>)>;
+
+fn ignore_abort(_: Result<(), Aborted>) {}
+
+pin_project! {
+    /// Runs a service future, catching its panics, also those raised while it is dropped, and
+    /// sends the outcome to its [`Call`].
+    pub(crate) struct Guarded<F, R> {
+        #[pin]
+        future: Option<F>,
+        tx: Option<oneshot::Sender<Outcome<R>>>,
+    }
+
+    impl<F, R> PinnedDrop for Guarded<F, R> {
+        fn drop(this: Pin<&mut Self>) {
+            // A panic in the service's destructor must not unwind into the executor (or into
+            // the caller dropping an inline aggregate); there is nobody left to report it to.
+            let mut future = this.project().future;
+            let _ = catch_unwind(AssertUnwindSafe(|| future.set(None)));
+        }
+    }
+}
+
+impl<F, R> Future for Guarded<F, R>
+where
+    F: Future<Output = Result<R, BoxError>>,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        let mut this = self.project();
+        let Some(future) = this.future.as_mut().as_pin_mut() else {
+            return Poll::Ready(());
+        };
+        let outcome = match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(result)) => Ok(result),
+            Err(payload) => Err(panic_message(&*payload)),
+        };
+        // Drop the finished future here, where a panicking destructor is still caught.
+        let outcome = match catch_unwind(AssertUnwindSafe(|| this.future.set(None))) {
+            Ok(()) => outcome,
+            Err(payload) => Err(panic_message(&*payload)),
+        };
+        if let Some(tx) = this.tx.take() {
+            // The receiver is gone only if the call was abandoned; nobody wants the outcome.
+            let _ = tx.send(outcome);
+        }
+        Poll::Ready(())
+    }
+}
+
+/// Cancels a context when dropped: the fan-out's `defer cancel()`.
+struct CancelOnDrop(CancelHandle);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// Aborts a spawned task when dropped: an `AbortHandle` alone does nothing when dropped.
+struct AbortOnDrop(AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
