@@ -1,0 +1,169 @@
+//! Shared test harness: run one async test body on every executor, and drive futures in
+//! virtual time with a real-time guard against hangs.
+#![allow(dead_code, unused_macros, unused_imports)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+
+/// How long any wait in a test may take before it is declared a hang. Generous: the machines
+/// that run these tests are shared and noisy.
+pub const HANG: Duration = Duration::from_secs(10);
+
+/// Defines one `#[test]` per executor (inline, and async-std / smol / tokio when their
+/// features are on), each running the same async body with `$ex` bound to that executor.
+///
+/// ```ignore
+/// on_every_executor!(async fn happy_path(ex) { ... });
+/// ```
+macro_rules! on_every_executor {
+    ($(#[$meta:meta])* async fn $name:ident($ex:ident) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[test]
+            $(#[$meta])*
+            fn inline() {
+                let $ex = failfast::executor::Inline;
+                futures::executor::block_on(async move $body)
+            }
+
+            #[cfg(feature = "async-std")]
+            #[test]
+            $(#[$meta])*
+            fn async_std() {
+                let $ex = failfast::executor::AsyncStd;
+                async_std::task::block_on(async move $body)
+            }
+
+            #[cfg(feature = "smol")]
+            #[test]
+            $(#[$meta])*
+            fn smol() {
+                let runtime = $crate::common::SmolRuntime::new();
+                let $ex = runtime.executor();
+                smol::block_on(async move $body)
+            }
+
+            #[cfg(feature = "tokio")]
+            #[test]
+            $(#[$meta])*
+            fn tokio() {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("tokio runtime");
+                let $ex = failfast::executor::Tokio::new(runtime.handle().clone());
+                runtime.block_on(async move $body)
+            }
+        }
+    };
+}
+pub(crate) use on_every_executor;
+
+/// A smol executor run by two threads until dropped.
+#[cfg(feature = "smol")]
+pub struct SmolRuntime {
+    executor: std::sync::Arc<smol::Executor<'static>>,
+    stop: Option<smol::channel::Sender<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+#[cfg(feature = "smol")]
+impl SmolRuntime {
+    pub fn new() -> SmolRuntime {
+        let executor = std::sync::Arc::new(smol::Executor::new());
+        let (stop, stopped) = smol::channel::bounded::<()>(1);
+        let threads = (0..2)
+            .map(|_| {
+                let (executor, stopped) = (executor.clone(), stopped.clone());
+                std::thread::spawn(move || {
+                    let _ = smol::block_on(executor.run(stopped.recv()));
+                })
+            })
+            .collect();
+        SmolRuntime {
+            executor,
+            stop: Some(stop),
+            threads,
+        }
+    }
+
+    pub fn executor(&self) -> failfast::executor::Smol {
+        failfast::executor::Smol::new(self.executor.clone())
+    }
+}
+
+#[cfg(feature = "smol")]
+impl Drop for SmolRuntime {
+    fn drop(&mut self) {
+        drop(self.stop.take()); // closes the channel: every `recv` ends
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Polls `future` until it completes, panicking if that takes longer than [`HANG`] of real time.
+pub async fn finish<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let start = Instant::now();
+    loop {
+        if let Some(output) = (&mut future).now_or_never() {
+            return output;
+        }
+        assert!(start.elapsed() < HANG, "future did not complete within {HANG:?}");
+        nap().await;
+    }
+}
+
+/// Polls `future` until `condition` holds, and returns `None`; or returns `Some(output)` if the
+/// future completes first. Panics after [`HANG`] of real time.
+pub async fn drive_until<F: Future>(
+    mut future: Pin<&mut F>,
+    condition: impl Fn() -> bool,
+) -> Option<F::Output> {
+    let start = Instant::now();
+    loop {
+        if let Some(output) = future.as_mut().now_or_never() {
+            return Some(output);
+        }
+        if condition() {
+            return None;
+        }
+        assert!(start.elapsed() < HANG, "condition not reached within {HANG:?}");
+        nap().await;
+    }
+}
+
+/// Keeps polling `future` for a short real-time while, and returns its output if it completes.
+pub async fn drive_for<F: Future>(mut future: Pin<&mut F>, window: Duration) -> Option<F::Output> {
+    let start = Instant::now();
+    loop {
+        if let Some(output) = future.as_mut().now_or_never() {
+            return Some(output);
+        }
+        if start.elapsed() >= window {
+            return None;
+        }
+        nap().await;
+    }
+}
+
+/// Waits (in real time, up to [`HANG`]) until `condition` holds.
+pub async fn eventually(what: &str, condition: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < HANG, "not true within {HANG:?}: {what}");
+        nap().await;
+    }
+}
+
+/// A short real-time pause that works under any executor.
+async fn nap() {
+    futures_timer::Delay::new(Duration::from_millis(1)).await;
+}
