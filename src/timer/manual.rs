@@ -118,6 +118,21 @@ impl Manual {
         }
     }
 
+    /// The clock's current (virtual) time; the same as [`Timer::now`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let clock = failfast::timer::Manual::new();
+    /// let before = clock.now();
+    /// clock.advance(Duration::from_secs(1));
+    /// assert_eq!(clock.now() - before, Duration::from_secs(1));
+    /// ```
+    pub fn now(&self) -> Instant {
+        lock(&self.clock).now
+    }
+
     /// Virtual time passed since [`Manual::new`].
     ///
     /// # Examples
@@ -190,7 +205,7 @@ impl Timer for Manual {
     type Sleep = ManualSleep;
 
     fn sleep(&self, duration: Duration) -> ManualSleep {
-        let deadline = self.now().checked_add(duration);
+        let deadline = Manual::now(self).checked_add(duration);
         ManualSleep {
             clock: self.clock.clone(),
             deadline,
@@ -207,7 +222,7 @@ impl Timer for Manual {
     }
 
     fn now(&self) -> Instant {
-        lock(&self.clock).now
+        Manual::now(self)
     }
 }
 

@@ -1,0 +1,133 @@
+//! The caller cancelling its context, or walking away from the future, cancels every call.
+
+mod common;
+
+use std::pin::pin;
+use std::time::{Duration, Instant};
+
+use common::{drive_until, eventually, finish, on_every_executor};
+use failfast::{AggregateError, Context, UserAggregator, mock};
+
+on_every_executor!(
+    async fn cancelling_the_callers_context_from_another_thread_cancels_both_calls(ex) {
+        let profiles = mock::profile("Alice").hang();
+        let orders = mock::orders(5).hang();
+        let (profile_calls, order_calls) = (profiles.calls(), orders.calls());
+        let agg = UserAggregator::builder(profiles, orders)
+            .executor(ex)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let (ctx, cancel) = Context::background().with_cancel();
+        let mut aggregate = pin!(agg.aggregate(&ctx, 1));
+        let both_started = || profile_calls.started() == 1 && order_calls.started() == 1;
+        assert!(drive_until(aggregate.as_mut(), both_started).await.is_none());
+
+        let start = Instant::now();
+        std::thread::spawn(move || cancel.cancel()).join().unwrap();
+        let err = finish(aggregate).await.unwrap_err();
+
+        assert!(matches!(err, AggregateError::Cancelled { .. }), "{err:?}");
+        assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+        eventually("both calls were cancelled", || {
+            profile_calls.cancelled() == 1 && order_calls.cancelled() == 1
+        })
+        .await;
+        // The services' own context was cancelled too.
+        assert!(order_calls.last_context().unwrap().is_cancelled());
+    }
+);
+
+on_every_executor!(
+    async fn dropping_the_aggregate_future_cancels_every_call(ex) {
+        let profiles = mock::profile("Alice").hang();
+        let orders = mock::orders(5).hang();
+        let (profile_calls, order_calls) = (profiles.calls(), orders.calls());
+        let agg = UserAggregator::builder(profiles, orders)
+            .executor(ex)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let ctx = Context::background();
+        {
+            let mut aggregate = pin!(agg.aggregate(&ctx, 1));
+            let both_started = || profile_calls.started() == 1 && order_calls.started() == 1;
+            assert!(drive_until(aggregate.as_mut(), both_started).await.is_none());
+        } // the caller walks away
+
+        eventually("both calls were cancelled", || {
+            profile_calls.cancelled() == 1 && order_calls.cancelled() == 1
+        })
+        .await;
+        assert_eq!(profile_calls.in_flight() + order_calls.in_flight(), 0);
+        assert!(profile_calls.last_context().unwrap().is_cancelled());
+    }
+);
+
+on_every_executor!(
+    async fn the_services_context_is_cancelled_when_a_sibling_fails(ex) {
+        let orders = mock::orders(5).hang();
+        let order_calls = orders.calls();
+        let agg = UserAggregator::builder(
+            mock::profile("Alice").delay(Duration::from_millis(20)).fail("down"),
+            orders,
+        )
+        .executor(ex)
+        .build()
+        .unwrap();
+
+        let err = agg.aggregate(&Context::background(), 1).await.unwrap_err();
+
+        assert_eq!(err.service(), Some("profile"));
+        let given = order_calls.last_context().expect("orders was called");
+        assert!(given.is_cancelled());
+        given.cancelled().await; // completes: Go's <-ctx.Done()
+    }
+);
+
+#[test]
+fn an_already_cancelled_context_fails_at_once_and_starts_nothing() {
+    let profiles = mock::profile("Alice");
+    let profile_calls = profiles.calls();
+    let agg = UserAggregator::builder(profiles, mock::orders(5)).build().unwrap();
+    let (ctx, cancel) = Context::background().with_cancel();
+    cancel.cancel();
+
+    let err = futures::executor::block_on(agg.aggregate(&ctx, 1)).unwrap_err();
+
+    assert!(err.is_cancelled(), "{err:?}");
+    assert_eq!(profile_calls.started(), 0);
+}
+
+#[test]
+fn cancelling_a_parent_context_cancels_an_aggregate_under_a_child() {
+    let agg = UserAggregator::builder(mock::profile("Alice").hang(), mock::orders(5).hang())
+        .build()
+        .unwrap();
+    let (parent, cancel) = Context::background().with_cancel();
+    let child = parent.with_timeout(Duration::from_secs(30));
+
+    let err = futures::executor::block_on(async {
+        let mut aggregate = pin!(agg.aggregate(&child, 1));
+        assert!(common::drive_for(aggregate.as_mut(), Duration::from_millis(20)).await.is_none());
+        cancel.cancel();
+        finish(aggregate).await
+    })
+    .unwrap_err();
+
+    assert!(err.is_cancelled());
+}
+
+#[test]
+fn a_successful_aggregate_cancels_the_context_it_gave_the_services() {
+    // Go's `defer cancel()`: nothing derived from the aggregate's context outlives it.
+    let orders = mock::orders(5);
+    let order_calls = orders.calls();
+    let agg = UserAggregator::builder(mock::profile("Alice"), orders).build().unwrap();
+    let (ctx, _cancel) = Context::background().with_cancel();
+
+    futures::executor::block_on(agg.aggregate(&ctx, 1)).unwrap();
+
+    assert!(order_calls.last_context().unwrap().is_cancelled());
+    assert!(!ctx.is_cancelled(), "the caller's own context is untouched");
+}
