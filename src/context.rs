@@ -84,6 +84,9 @@ struct Node {
     event: Event,
     /// Child scopes, held weakly: a child that is dropped is pruned lazily.
     children: Mutex<Vec<Weak<Node>>>,
+    /// Keeps the scopes above alive while this one is: cancellation of a grandparent must
+    /// still reach us after the intermediate `Context` values are dropped.
+    _parent: Option<Arc<Node>>,
 }
 
 impl Context {
@@ -177,7 +180,7 @@ impl Context {
     #[doc(alias = "WithCancel")]
     #[must_use]
     pub fn with_cancel(&self) -> (Context, CancelHandle) {
-        let node = Arc::new(Node::new());
+        let node = Arc::new(Node::new(self.node.clone()));
         if let Some(parent) = &self.node {
             parent.adopt(&node);
         }
@@ -328,11 +331,12 @@ impl fmt::Debug for Cancelled {
 }
 
 impl Node {
-    fn new() -> Node {
+    fn new(parent: Option<Arc<Node>>) -> Node {
         Node {
             cancelled: AtomicBool::new(false),
             event: Event::new(),
             children: Mutex::new(Vec::new()),
+            _parent: parent,
         }
     }
 
@@ -375,7 +379,9 @@ impl Node {
 /// Locks `mutex`, ignoring poisoning: the guarded data is a list of weak pointers that no
 /// panic can leave half-updated.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
@@ -400,7 +406,7 @@ mod tests {
     }
 
     #[test]
-    fn deep_chains_cancel_without_recursion_limits() {
+    fn cancellation_reaches_grandchildren_after_the_middle_context_is_dropped() {
         let (root, cancel) = Context::background().with_cancel();
         let mut ctx = root;
         for _ in 0..1_000 {

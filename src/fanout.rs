@@ -106,7 +106,7 @@ impl<'a, E: Executor, T: Timer> FanOut<'a, E, T> {
         &self,
         name: &'static str,
         make: impl FnOnce(Context) -> F,
-    ) -> Call<'_, E, T, R, Task<F, R>>
+    ) -> Call<'_, E, T, R>
     where
         F: Future<Output = Result<R, BoxError>> + Send + 'static,
         R: Send + 'static,
@@ -118,7 +118,13 @@ impl<'a, E: Executor, T: Timer> FanOut<'a, E, T> {
             tx: Some(tx),
         };
         let task: Task<F, R> = Abortable::new(guarded, registration).map(ignore_abort);
-        let inline = self.executor.spawn(task);
+        // Type-erased, so that the aggregate's future does not carry `F` in its type: proving
+        // `Send` for it through `F`'s bounds hits rustc's higher-ranked lifetime limitation
+        // (rust-lang/rust#64552).
+        let inline = self
+            .executor
+            .spawn(task)
+            .map(|task| -> InlineTask { Box::pin(task) });
         lock(&self.pending).push(name);
         Call {
             fanout: self,
@@ -195,25 +201,27 @@ impl<'a, E: Executor, T: Timer> FanOut<'a, E, T> {
 pin_project! {
     /// The result of one started call. Dropping it aborts the call.
     #[must_use = "futures do nothing unless you .await or poll them"]
-    pub(crate) struct Call<'a, E, T, R, K> {
+    pub(crate) struct Call<'a, E, T, R> {
         fanout: &'a FanOut<'a, E, T>,
         name: &'static str,
         // The task, when the executor handed it back to be polled here.
-        #[pin]
-        inline: Option<K>,
+        inline: Option<InlineTask>,
         rx: oneshot::Receiver<Outcome<R>>,
         abort: AbortOnDrop,
     }
 }
 
-impl<E: Executor, T: Timer, R, K: Future<Output = ()>> Future for Call<'_, E, T, R, K> {
+/// A task handed back by the executor, polled inside the aggregate's own task.
+type InlineTask = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+impl<E: Executor, T: Timer, R> Future for Call<'_, E, T, R> {
     type Output = Result<R, AggregateError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        if let Some(task) = this.inline.as_mut().as_pin_mut() {
-            if task.poll(cx).is_ready() {
-                this.inline.set(None);
+        let this = self.project();
+        if let Some(task) = this.inline {
+            if task.as_mut().poll(cx).is_ready() {
+                *this.inline = None;
             }
         }
         let outcome = match Pin::new(this.rx).poll(cx) {
@@ -221,9 +229,7 @@ impl<E: Executor, T: Timer, R, K: Future<Output = ()>> Future for Call<'_, E, T,
             Poll::Ready(Ok(outcome)) => outcome,
             Poll::Ready(Err(oneshot::Canceled)) => {
                 // The executor dropped the task without running it to completion.
-                let result = Err(AggregateError::Dropped {
-                    service: this.name,
-                });
+                let result = Err(AggregateError::Dropped { service: this.name });
                 this.fanout.finished(this.name, &result);
                 return Poll::Ready(result);
             }
@@ -245,7 +251,8 @@ impl<E: Executor, T: Timer, R, K: Future<Output = ()>> Future for Call<'_, E, T,
 }
 
 /// The future handed to the executor for one call.
-pub(crate) type Task<F, R> = futures::future::Map<Abortable<Guarded<F, R>>, fn(Result<(), Aborted>)>;
+pub(crate) type Task<F, R> =
+    futures::future::Map<Abortable<Guarded<F, R>>, fn(Result<(), Aborted>)>;
 
 fn ignore_abort(_: Result<(), Aborted>) {}
 
@@ -320,5 +327,7 @@ fn millis(duration: Duration) -> u64 {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

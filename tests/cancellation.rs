@@ -89,7 +89,9 @@ on_every_executor!(
 fn an_already_cancelled_context_fails_at_once_and_starts_nothing() {
     let profiles = mock::profile("Alice");
     let profile_calls = profiles.calls();
-    let agg = UserAggregator::builder(profiles, mock::orders(5)).build().unwrap();
+    let agg = UserAggregator::builder(profiles, mock::orders(5))
+        .build()
+        .unwrap();
     let (ctx, cancel) = Context::background().with_cancel();
     cancel.cancel();
 
@@ -109,7 +111,11 @@ fn cancelling_a_parent_context_cancels_an_aggregate_under_a_child() {
 
     let err = futures::executor::block_on(async {
         let mut aggregate = pin!(agg.aggregate(&child, 1));
-        assert!(common::drive_for(aggregate.as_mut(), Duration::from_millis(20)).await.is_none());
+        assert!(
+            common::drive_for(aggregate.as_mut(), Duration::from_millis(20))
+                .await
+                .is_none()
+        );
         cancel.cancel();
         finish(aggregate).await
     })
@@ -123,7 +129,9 @@ fn a_successful_aggregate_cancels_the_context_it_gave_the_services() {
     // Go's `defer cancel()`: nothing derived from the aggregate's context outlives it.
     let orders = mock::orders(5);
     let order_calls = orders.calls();
-    let agg = UserAggregator::builder(mock::profile("Alice"), orders).build().unwrap();
+    let agg = UserAggregator::builder(mock::profile("Alice"), orders)
+        .build()
+        .unwrap();
     let (ctx, _cancel) = Context::background().with_cancel();
 
     futures::executor::block_on(agg.aggregate(&ctx, 1)).unwrap();

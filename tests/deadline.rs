@@ -145,7 +145,9 @@ fn a_deadline_already_passed_fails_at_once_and_starts_nothing() {
 
     let err = futures::executor::block_on(agg.aggregate(&ctx, 1)).unwrap_err();
 
-    assert!(matches!(err, AggregateError::DeadlineExceeded { elapsed } if elapsed == Duration::ZERO));
+    assert!(
+        matches!(err, AggregateError::DeadlineExceeded { elapsed } if elapsed == Duration::ZERO)
+    );
     assert_eq!(profile_calls.started() + order_calls.started(), 0);
 }
 
@@ -175,11 +177,19 @@ fn a_timeout_too_large_for_an_instant_leaves_only_the_callers_deadline() {
         let background = Context::background();
         let mut unbounded = pin!(agg.aggregate(&background, 1));
         assert!(drive_for(unbounded.as_mut(), ms(20)).await.is_none());
-        assert_eq!(clock.sleepers(), 0, "no deadline sleep for an unrepresentable timeout");
+        assert_eq!(
+            clock.sleepers(),
+            0,
+            "no deadline sleep for an unrepresentable timeout"
+        );
 
         let ctx = Context::background().with_deadline(clock.now() + ms(250));
         let mut bounded = pin!(agg.aggregate(&ctx, 1));
-        assert!(drive_until(bounded.as_mut(), || clock.sleepers() == 1).await.is_none());
+        assert!(
+            drive_until(bounded.as_mut(), || clock.sleepers() == 1)
+                .await
+                .is_none()
+        );
         clock.advance(ms(250));
         let err = finish(bounded).await.unwrap_err();
         assert!(err.is_deadline_exceeded());
@@ -190,6 +200,8 @@ fn a_timeout_too_large_for_an_instant_leaves_only_the_callers_deadline() {
 fn context_with_timeout_of_duration_max_does_not_panic() {
     let ctx = Context::background().with_timeout(Duration::MAX);
     assert_eq!(ctx.deadline(), None);
-    let ctx = ctx.with_timeout(Duration::from_secs(1)).with_timeout(Duration::MAX);
+    let ctx = ctx
+        .with_timeout(Duration::from_secs(1))
+        .with_timeout(Duration::MAX);
     assert!(ctx.deadline().is_some());
 }

@@ -168,8 +168,14 @@ on_every_executor!(
 #[test]
 fn when_both_calls_fail_at_the_same_instant_the_profile_error_wins() {
     let clock = Manual::new();
-    let profiles = mock::profile("Alice").delay(ms(10)).fail("profile down").timer(clock.clone());
-    let orders = mock::orders(5).delay(ms(10)).fail("orders down").timer(clock.clone());
+    let profiles = mock::profile("Alice")
+        .delay(ms(10))
+        .fail("profile down")
+        .timer(clock.clone());
+    let orders = mock::orders(5)
+        .delay(ms(10))
+        .fail("orders down")
+        .timer(clock.clone());
     let agg = UserAggregator::builder(profiles, orders)
         .timer(clock.clone())
         .build()
@@ -178,7 +184,11 @@ fn when_both_calls_fail_at_the_same_instant_the_profile_error_wins() {
     futures::executor::block_on(async {
         let ctx = Context::background();
         let mut aggregate = pin!(agg.aggregate(&ctx, 1));
-        assert!(drive_until(aggregate.as_mut(), || clock.sleepers() == 3).await.is_none());
+        assert!(
+            drive_until(aggregate.as_mut(), || clock.sleepers() == 3)
+                .await
+                .is_none()
+        );
         clock.advance(ms(10)); // both due at once; inline, both complete in the same poll
         let err = finish(aggregate).await.unwrap_err();
         assert_eq!(err.service(), Some("profile"));

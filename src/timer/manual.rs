@@ -273,5 +273,7 @@ impl fmt::Debug for ManualSleep {
 
 /// Locks the clock, ignoring poisoning: every update leaves it consistent.
 fn lock(clock: &Mutex<Clock>) -> MutexGuard<'_, Clock> {
-    clock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    clock
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -116,7 +116,10 @@ pub async fn finish<F: Future>(future: F) -> F::Output {
         if let Some(output) = (&mut future).now_or_never() {
             return output;
         }
-        assert!(start.elapsed() < HANG, "future did not complete within {HANG:?}");
+        assert!(
+            start.elapsed() < HANG,
+            "future did not complete within {HANG:?}"
+        );
         nap().await;
     }
 }
@@ -135,7 +138,10 @@ pub async fn drive_until<F: Future>(
         if condition() {
             return None;
         }
-        assert!(start.elapsed() < HANG, "condition not reached within {HANG:?}");
+        assert!(
+            start.elapsed() < HANG,
+            "condition not reached within {HANG:?}"
+        );
         nap().await;
     }
 }

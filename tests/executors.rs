@@ -1,0 +1,194 @@
+//! The same aggregate on every executor and timer, the closure executor, and the types'
+//! thread-safety, checked at compile time.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::on_every_executor;
+use failfast::{
+    AggregateError, CancelHandle, Context, Dashboard, Timer, UserAggregator, executor, mock, timer,
+};
+use futures::future::BoxFuture;
+
+on_every_executor!(
+    async fn the_happy_path_answers_user_alice_orders_5(ex) {
+        let agg = UserAggregator::builder(mock::profile("Alice"), mock::orders(5))
+            .executor(ex)
+            .build()
+            .unwrap();
+        let dashboard = agg.aggregate(&Context::background(), 42).await.unwrap();
+        assert_eq!(dashboard.to_string(), "User: Alice | Orders: 5");
+    }
+);
+
+on_every_executor!(
+    async fn one_aggregator_serves_many_concurrent_aggregates(ex) {
+        let profiles = mock::profile("Alice").delay(Duration::from_millis(20));
+        let orders = mock::orders(5).delay(Duration::from_millis(20));
+        let order_calls = orders.calls();
+        let agg = Arc::new(
+            UserAggregator::builder(profiles, orders)
+                .executor(ex)
+                .build()
+                .unwrap(),
+        );
+        let ctx = Context::background();
+        let results = futures::future::join_all((0..50).map(|id| agg.aggregate(&ctx, id))).await;
+        assert!(results.iter().all(|r| r.as_ref().is_ok_and(|d| d.orders == 5)));
+        assert_eq!(order_calls.finished(), 50);
+    }
+);
+
+#[test]
+fn a_closure_is_an_executor() {
+    let pool = futures::executor::ThreadPool::builder()
+        .pool_size(2)
+        .create()
+        .unwrap();
+    let agg = UserAggregator::builder(mock::profile("Alice"), mock::orders(5))
+        .executor(move |task: BoxFuture<'static, ()>| pool.spawn_ok(task))
+        .build()
+        .unwrap();
+    let dashboard = futures::executor::block_on(agg.aggregate(&Context::background(), 1)).unwrap();
+    assert_eq!(dashboard.orders, 5);
+}
+
+#[test]
+fn an_executor_that_drops_tasks_is_reported_not_hung() {
+    let agg = UserAggregator::builder(mock::profile("Alice"), mock::orders(5))
+        .executor(drop::<BoxFuture<'static, ()>>)
+        .build()
+        .unwrap();
+    let err = futures::executor::block_on(agg.aggregate(&Context::background(), 1)).unwrap_err();
+    assert!(
+        matches!(err, AggregateError::Dropped { service: "profile" }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "profile task was dropped by the executor before it finished"
+    );
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn a_shut_down_tokio_runtime_reports_dropped_tasks() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let handle = runtime.handle().clone();
+    runtime.shutdown_background();
+    let agg = UserAggregator::builder(mock::profile("Alice"), mock::orders(5))
+        .executor(executor::Tokio::new(handle))
+        .build()
+        .unwrap();
+    let err = futures::executor::block_on(agg.aggregate(&Context::background(), 1)).unwrap_err();
+    assert!(matches!(err, AggregateError::Dropped { .. }), "{err:?}");
+}
+
+/// Slow Poke in real time with the given timer on the inline executor: gives up after about
+/// one second, never before.
+fn slow_poke_with<T: Timer>(timer: T) {
+    let agg = UserAggregator::builder(
+        mock::profile("Alice"),
+        mock::orders(5)
+            .delay(Duration::from_secs(2))
+            .timer(timer.clone()),
+    )
+    .timer(timer)
+    .timeout(Duration::from_secs(1))
+    .build()
+    .unwrap();
+    let start = Instant::now();
+    let err = futures::executor::block_on(agg.aggregate(&Context::background(), 1)).unwrap_err();
+    let elapsed = start.elapsed();
+    assert!(err.is_deadline_exceeded(), "{err:?}");
+    assert!(elapsed >= Duration::from_secs(1), "early: {elapsed:?}");
+    assert!(elapsed < Duration::from_millis(1_900), "late: {elapsed:?}");
+}
+
+#[test]
+fn futures_timer_enforces_the_deadline() {
+    slow_poke_with(timer::FuturesTimer);
+}
+
+#[cfg(any(feature = "smol", feature = "async-std"))]
+#[test]
+fn async_io_timer_enforces_the_deadline() {
+    slow_poke_with(timer::AsyncIo);
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn tokio_timer_enforces_the_deadline_even_outside_the_runtime() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    slow_poke_with(timer::Tokio::new(runtime.handle().clone()));
+}
+
+#[test]
+fn timers_never_panic_on_a_duration_too_large_for_an_instant() {
+    use futures::FutureExt;
+    assert!(
+        timer::FuturesTimer
+            .sleep(Duration::MAX)
+            .now_or_never()
+            .is_none()
+    );
+    assert!(
+        timer::Manual::new()
+            .sleep(Duration::MAX)
+            .now_or_never()
+            .is_none()
+    );
+    #[cfg(any(feature = "smol", feature = "async-std"))]
+    assert!(timer::AsyncIo.sleep(Duration::MAX).now_or_never().is_none());
+    #[cfg(feature = "tokio")]
+    {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let tokio_timer = timer::Tokio::new(runtime.handle().clone());
+        assert!(tokio_timer.sleep(Duration::MAX).now_or_never().is_none());
+    }
+}
+
+/// Compile-time checks: these only build if the types are thread-safe.
+#[allow(dead_code)]
+fn public_types_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>(_: &T) {}
+    fn error<T: std::error::Error + Send + Sync + 'static>() {}
+
+    type Agg<E, T> = UserAggregator<mock::Mock<failfast::Profile, T>, mock::Mock<u32, T>, E, T>;
+    send_sync::<Agg<executor::Inline, timer::FuturesTimer>>();
+    send_sync::<Agg<executor::Inline, timer::Manual>>();
+    send_sync::<Context>();
+    send_sync::<CancelHandle>();
+    send_sync::<failfast::Cancelled>();
+    send_sync::<Dashboard>();
+    send_sync::<mock::Calls>();
+    error::<AggregateError>();
+    error::<failfast::BuildError>();
+
+    let agg: Agg<executor::Inline, timer::FuturesTimer> =
+        UserAggregator::builder(mock::profile("Alice"), mock::orders(5))
+            .build()
+            .unwrap();
+    let ctx = Context::background();
+    send(&agg.aggregate(&ctx, 1));
+    send(&ctx.cancelled());
+
+    #[cfg(feature = "tokio")]
+    {
+        send_sync::<Agg<executor::Tokio, timer::Tokio>>();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let agg = UserAggregator::builder(mock::profile("Alice"), mock::orders(5))
+            .executor(executor::Tokio::new(rt.handle().clone()))
+            .timer(timer::Tokio::new(rt.handle().clone()))
+            .build()
+            .unwrap();
+        send(&agg.aggregate(&ctx, 1));
+    }
+    #[cfg(feature = "smol")]
+    send_sync::<Agg<executor::Smol, timer::AsyncIo>>();
+    #[cfg(feature = "async-std")]
+    send_sync::<Agg<executor::AsyncStd, timer::AsyncIo>>();
+}

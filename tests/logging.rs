@@ -1,0 +1,110 @@
+//! Structured records through `log`, to the aggregator's own logger when one is set.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use failfast::{Context, UserAggregator, mock};
+
+/// One captured record: level, message and key-values rendered as `key=value`.
+type Line = (log::Level, String, Vec<String>);
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<Line>>>);
+
+impl log::Log for Capture {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.target() == "failfast"
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        struct Collect(Vec<String>);
+        impl<'kvs> log::kv::VisitSource<'kvs> for Collect {
+            fn visit_pair(
+                &mut self,
+                key: log::kv::Key<'kvs>,
+                value: log::kv::Value<'kvs>,
+            ) -> Result<(), log::kv::Error> {
+                self.0.push(format!("{key}={value}"));
+                Ok(())
+            }
+        }
+        let mut kvs = Collect(Vec::new());
+        record.key_values().visit(&mut kvs).unwrap();
+        self.0
+            .lock()
+            .unwrap()
+            .push((record.level(), record.args().to_string(), kvs.0));
+    }
+
+    fn flush(&self) {}
+}
+
+impl Capture {
+    fn lines(&self) -> Vec<Line> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn each_fetch_is_logged_with_user_id_service_and_elapsed_ms() {
+    log::set_max_level(log::LevelFilter::Trace);
+    let capture = Capture::default();
+    let agg = UserAggregator::builder(mock::profile("Alice"), mock::orders(5))
+        .logger(capture.clone())
+        .build()
+        .unwrap();
+
+    futures::executor::block_on(agg.aggregate(&Context::background(), 42)).unwrap();
+
+    let lines = capture.lines();
+    let finished: Vec<_> = lines
+        .iter()
+        .filter(|(_, msg, _)| msg == "fetch finished")
+        .collect();
+    assert_eq!(finished.len(), 2, "{lines:#?}");
+    for service in ["profile", "orders"] {
+        let (level, _, kvs) = finished
+            .iter()
+            .find(|(_, _, kvs)| kvs.contains(&format!("service={service}")))
+            .unwrap_or_else(|| panic!("no record for {service}: {lines:#?}"));
+        assert_eq!(*level, log::Level::Debug);
+        assert!(kvs.contains(&"user_id=42".to_owned()), "{kvs:?}");
+        assert!(
+            kvs.iter().any(|kv| kv.starts_with("elapsed_ms=")),
+            "{kvs:?}"
+        );
+    }
+    assert!(
+        lines.iter().all(|(level, _, _)| *level > log::Level::Warn),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn a_failure_is_logged_once_at_warn_with_what_was_cancelled() {
+    log::set_max_level(log::LevelFilter::Trace);
+    let capture = Capture::default();
+    let agg = UserAggregator::builder(
+        mock::profile("Alice").fail("profile db down"),
+        mock::orders(5).delay(Duration::from_secs(10)),
+    )
+    .logger(capture.clone())
+    .build()
+    .unwrap();
+
+    futures::executor::block_on(agg.aggregate(&Context::background(), 7)).unwrap_err();
+
+    let lines = capture.lines();
+    let warnings: Vec<_> = lines
+        .iter()
+        .filter(|(level, _, _)| *level == log::Level::Warn)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{lines:#?}");
+    let (_, _, kvs) = warnings[0];
+    assert!(kvs.contains(&"user_id=7".to_owned()), "{kvs:?}");
+    assert!(kvs.contains(&"cancelled=orders".to_owned()), "{kvs:?}");
+    assert!(
+        kvs.contains(&"error=profile service failed".to_owned()),
+        "{kvs:?}"
+    );
+}
