@@ -1,7 +1,6 @@
 //! [`UserAggregator`]: the kata's dashboard, built from two services with fail-fast semantics.
 
 use std::fmt;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -163,11 +162,13 @@ impl<P, O, E, T> UserAggregatorBuilder<P, O, E, T> {
     /// # Examples
     ///
     /// ```
-    /// use failfast::{executor, mock, UserAggregator};
+    /// use failfast::{mock, UserAggregator};
+    /// use futures::{executor::ThreadPool, future::BoxFuture};
     ///
-    /// let rt = tokio::runtime::Runtime::new()?;
+    /// // With the `tokio` feature: `.executor(failfast::executor::Tokio::new(handle))`.
+    /// let pool = ThreadPool::new()?;
     /// let agg = UserAggregator::builder(mock::profile("Alice"), mock::orders(5))
-    ///     .executor(executor::Tokio::new(rt.handle().clone()))
+    ///     .executor(move |task: BoxFuture<'static, ()>| pool.spawn_ok(task))
     ///     .build()?;
     /// # Ok::<_, Box<dyn std::error::Error>>(())
     /// ```
@@ -191,7 +192,7 @@ impl<P, O, E, T> UserAggregatorBuilder<P, O, E, T> {
     /// use failfast::{mock, timer, UserAggregator};
     ///
     /// let agg = UserAggregator::builder(mock::profile("Alice"), mock::orders(5))
-    ///     .timer(timer::AsyncIo)
+    ///     .timer(timer::Manual::new()) // virtual time, for tests
     ///     .build()?;
     /// # Ok::<_, failfast::BuildError>(())
     /// ```
@@ -338,36 +339,27 @@ where
     /// # });
     /// # Ok::<_, Box<dyn std::error::Error>>(())
     /// ```
-    // Not an `async fn`: declaring `+ Send` here lets the compiler prove it once, generically.
-    // With an `async fn`, proving `Send` for a concrete aggregator runs into rustc's
-    // higher-ranked lifetime limitation (rust-lang/rust#64552) and fails.
-    pub fn aggregate<'a>(
-        &'a self,
-        ctx: &'a Context,
-        id: UserId,
-    ) -> impl Future<Output = Result<Dashboard, AggregateError>> + Send + 'a {
-        async move {
-            let fanout = FanOut::start(
-                ctx,
-                Some(self.timeout),
-                &self.executor,
-                &self.timer,
-                &self.logger,
-                id,
-            )?;
-            let profiles = Arc::clone(&self.profiles);
-            let profile = fanout.call("profile", move |ctx| async move {
-                profiles.profile(ctx, id).await
-            });
-            let orders = Arc::clone(&self.orders);
-            let order_count = fanout.call("orders", move |ctx| async move {
-                orders.order_count(ctx, id).await
-            });
-            let (profile, orders) = fanout
-                .run(futures::future::try_join(profile, order_count))
-                .await?;
-            Ok(Dashboard { profile, orders })
-        }
+    pub async fn aggregate(&self, ctx: &Context, id: UserId) -> Result<Dashboard, AggregateError> {
+        let fanout = FanOut::start(
+            ctx,
+            Some(self.timeout),
+            &self.executor,
+            &self.timer,
+            &self.logger,
+            id,
+        )?;
+        let profiles = Arc::clone(&self.profiles);
+        let profile = fanout.call("profile", move |ctx| async move {
+            profiles.profile(ctx, id).await
+        });
+        let orders = Arc::clone(&self.orders);
+        let order_count = fanout.call("orders", move |ctx| async move {
+            orders.order_count(ctx, id).await
+        });
+        let (profile, orders) = fanout
+            .run(futures::future::try_join(profile, order_count))
+            .await?;
+        Ok(Dashboard { profile, orders })
     }
 
     /// The timeout set with [`UserAggregatorBuilder::timeout`].
