@@ -26,13 +26,13 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub enum AggregateError {
     /// The effective deadline (the earlier of the caller's context deadline and the
     /// aggregator's timeout) passed before every call had answered.
-    #[error("deadline exceeded after {elapsed:?}")]
+    #[error("deadline exceeded after {elapsed:.1?}")]
     DeadlineExceeded {
         /// Time from the start of the aggregate until it gave up, as measured by its timer.
         elapsed: Duration,
     },
     /// The caller's context was cancelled.
-    #[error("cancelled by the caller after {elapsed:?}")]
+    #[error("cancelled by the caller after {elapsed:.1?}")]
     Cancelled {
         /// Time from the start of the aggregate until it gave up, as measured by its timer.
         elapsed: Duration,

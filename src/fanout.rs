@@ -67,7 +67,7 @@ impl<'a, E: Executor, T: Timer> FanOut<'a, E, T> {
             (a, b) => a.or(b),
         };
         let budget_ms = deadline.map(|d| millis(d.saturating_duration_since(started)));
-        log::debug!(logger: logger, target: "failfast", user_id = id, budget_ms:? = budget_ms; "fan-out started");
+        log::debug!(logger: logger, target: "failfast", user_id = id, budget_ms = budget_ms; "fan-out started");
 
         if parent.is_cancelled() {
             log::warn!(logger: logger, target: "failfast", user_id = id; "caller's context already cancelled, nothing started");
@@ -164,7 +164,7 @@ impl<'a, E: Executor, T: Timer> FanOut<'a, E, T> {
             let cancelled = lock(&self.pending).join(",");
             log::warn!(
                 logger: self.logger, target: "failfast",
-                user_id = self.id, error:% = error, cancelled = cancelled.as_str(), elapsed_ms = millis(self.elapsed());
+                user_id = self.id, error = chain(error).as_str(), cancelled = cancelled.as_str(), elapsed_ms = millis(self.elapsed());
                 "fan-out failed, cancelling the calls still in flight"
             );
         } else {
@@ -320,6 +320,18 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// An error and its sources, as `outer: inner: ...`, for a log record.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn millis(duration: Duration) -> u64 {

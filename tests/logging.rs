@@ -104,7 +104,7 @@ fn a_failure_is_logged_once_at_warn_with_what_was_cancelled() {
     assert!(kvs.contains(&"user_id=7".to_owned()), "{kvs:?}");
     assert!(kvs.contains(&"cancelled=orders".to_owned()), "{kvs:?}");
     assert!(
-        kvs.contains(&"error=profile service failed".to_owned()),
+        kvs.contains(&"error=profile service failed: profile db down".to_owned()),
         "{kvs:?}"
     );
 }
