@@ -67,7 +67,7 @@ impl<'a, E: Executor, T: Timer> FanOut<'a, E, T> {
             (a, b) => a.or(b),
         };
         let budget_ms = deadline.map(|d| millis(d.saturating_duration_since(started)));
-        log::debug!(logger: logger, target: "failfast", user_id = id, budget_ms = budget_ms; "fan-out started");
+        log::debug!(logger: logger, target: "failfast", user_id = id, budget_ms = budget_ms; "aggregate started");
 
         if parent.is_cancelled() {
             log::warn!(logger: logger, target: "failfast", user_id = id; "caller's context already cancelled, nothing started");
@@ -165,10 +165,10 @@ impl<'a, E: Executor, T: Timer> FanOut<'a, E, T> {
             log::warn!(
                 logger: self.logger, target: "failfast",
                 user_id = self.id, error = chain(error).as_str(), cancelled = cancelled.as_str(), elapsed_ms = millis(self.elapsed());
-                "fan-out failed, cancelling the calls still in flight"
+                "aggregate failed, cancelling the calls still in flight"
             );
         } else {
-            log::debug!(logger: self.logger, target: "failfast", user_id = self.id, elapsed_ms = millis(self.elapsed()); "fan-out finished");
+            log::debug!(logger: self.logger, target: "failfast", user_id = self.id, elapsed_ms = millis(self.elapsed()); "aggregate finished");
         }
         // The child context is cancelled as we return (or are dropped): `cancel_child`.
         let _ = &self.cancel_child;

@@ -44,8 +44,8 @@
 //!
 //! # Logging
 //!
-//! Records go through the [`log`] facade with key-values, target `failfast`: `debug` when a
-//! fan-out starts and each call finishes (`user_id`, `service`, `elapsed_ms`), `warn` when it
+//! Records go through the [`log`] facade with key-values, target `failfast`: `debug` when an
+//! aggregate starts and each call finishes (`user_id`, `service`, `elapsed_ms`), `warn` when it
 //! fails, times out, is cancelled or a call panics (`error`, and `cancelled`: the calls
 //! cancelled). The library never installs a logger.
 
