@@ -105,7 +105,7 @@ fn parse_args() -> Result<String, String> {
 }
 
 /// Runs the three scenarios on `ex`; true if each behaved as the kata requires.
-async fn scenarios<E: Executor>(ex: E, name: &str) -> bool {
+async fn scenarios<E: Executor + Clone>(ex: E, name: &str) -> bool {
     let ctx = Context::background();
     let mut ok = true;
 

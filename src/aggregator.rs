@@ -39,6 +39,22 @@ pub struct Dashboard {
     pub orders: u32,
 }
 
+impl Dashboard {
+    /// A dashboard from its parts, for tests and fakes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use failfast::{Dashboard, Profile};
+    ///
+    /// let dashboard = Dashboard::new(Profile::new("Alice"), 5);
+    /// assert_eq!(dashboard.to_string(), "User: Alice | Orders: 5");
+    /// ```
+    pub fn new(profile: Profile, orders: u32) -> Dashboard {
+        Dashboard { profile, orders }
+    }
+}
+
 impl fmt::Display for Dashboard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "User: {} | Orders: {}", self.profile.name, self.orders)
@@ -107,7 +123,7 @@ impl<P, O> UserAggregator<P, O> {
     /// Starts configuring an aggregator over these two services.
     ///
     /// Defaults: timeout 2 s, [`executor::Inline`](crate::executor::Inline),
-    /// [`timer::FuturesTimer`](crate::timer::FuturesTimer), the global `log` logger.
+    /// `timer::FuturesTimer`, the global `log` logger.
     ///
     /// # Examples
     ///
@@ -184,7 +200,7 @@ impl<P, O, E, T> UserAggregatorBuilder<P, O, E, T> {
     }
 
     /// The clock that enforces the deadline. Default:
-    /// [`timer::FuturesTimer`](crate::timer::FuturesTimer) (feature `futures-timer`).
+    /// `timer::FuturesTimer` (feature `futures-timer`).
     ///
     /// # Examples
     ///
@@ -293,10 +309,14 @@ where
     /// context it was given is cancelled; it is not left running to finish on its own.
     ///
     /// **Ties.** When several of these are ready at the same moment, they are decided in this
-    /// order: answers first (a call that has completed is used even if the deadline or a
-    /// cancellation is also due), then cancellation, then the deadline. Among the calls,
+    /// order: answers first (both calls having answered is a success even if the deadline or
+    /// a cancellation is also due), then cancellation, then the deadline. Among the calls,
     /// the first error observed wins; if both calls have failed by the time the aggregate
-    /// looks, the profile call's error is reported.
+    /// looks, the profile call's error is reported. A service error observed once `ctx` has
+    /// been cancelled or the deadline has passed is reported as `Cancelled` or
+    /// `DeadlineExceeded`: a service that honours its context fails *because* of them, and
+    /// the cause is what the caller needs (the service's own error is logged at debug level).
+    /// Panics are always reported as panics.
     ///
     /// # Errors
     ///
@@ -308,7 +328,9 @@ where
     /// * [`AggregateError::Cancelled`] when `ctx` is cancelled first, or already was (then
     ///   nothing is started);
     /// * [`AggregateError::Dropped`] when the executor drops a call's task unfinished, as a
-    ///   runtime that is shutting down does.
+    ///   runtime that is shutting down does;
+    /// * [`AggregateError::Timer`] when the timer panics, as tokio's does once its runtime has
+    ///   shut down.
     ///
     /// # Cancellation
     ///

@@ -23,8 +23,13 @@ use event_listener::{Event, EventListener};
 /// passes (failfast stays runtime-agnostic by never owning a clock). Whoever runs the work
 /// enforces it, as [`UserAggregator::aggregate`](crate::UserAggregator::aggregate) does, and
 /// services read [`deadline`](Context::deadline) to pass the remaining budget downstream.
-/// When an aggregate gives up, by deadline or otherwise, it cancels the context it handed
-/// to its services, so `ctx.cancelled().await` inside a service wakes up either way.
+/// When an aggregate ends, whether it gives up (deadline, error, cancellation) or succeeds, it
+/// cancels the context it handed to its services (Go's `defer cancel()`), so
+/// `ctx.cancelled().await` inside a service wakes up either way.
+///
+/// A deadline is an `Instant` of the real clock (`with_timeout` reads `Instant::now()`). With
+/// a virtual clock ([`timer::Manual`](crate::timer::Manual), or tokio's paused time), build
+/// deadlines from that clock instead: `ctx.with_deadline(timer.now() + d)`.
 ///
 /// # Examples
 ///
@@ -67,7 +72,9 @@ pub struct CancelHandle {
 
 /// The future returned by [`Context::cancelled`].
 ///
-/// It owns what it needs, so it can be moved into a spawned task.
+/// It owns what it needs, so it can be moved into a spawned task. It is a
+/// [`FusedFuture`](futures::future::FusedFuture), so it can be used in `futures::select!`
+/// directly.
 ///
 /// # Cancellation
 ///
@@ -76,6 +83,7 @@ pub struct CancelHandle {
 pub struct Cancelled {
     node: Option<Arc<Node>>,
     listener: Option<EventListener>,
+    done: bool,
 }
 
 /// One cancellation scope: a flag, the tasks waiting on it and the scopes below it.
@@ -246,6 +254,7 @@ impl Context {
         Cancelled {
             node: self.node.clone(),
             listener: None,
+            done: false,
         }
     }
 }
@@ -309,6 +318,7 @@ impl Future for Cancelled {
         loop {
             if node.is_cancelled() {
                 this.listener = None;
+                this.done = true;
                 return Poll::Ready(());
             }
             match &mut this.listener {
@@ -321,6 +331,12 @@ impl Future for Cancelled {
                 },
             }
         }
+    }
+}
+
+impl futures::future::FusedFuture for Cancelled {
+    fn is_terminated(&self) -> bool {
+        self.done
     }
 }
 
@@ -346,11 +362,12 @@ impl Node {
 
     /// Registers `child` so that cancelling `self` cancels it.
     fn adopt(&self, child: &Arc<Node>) {
-        {
+        if !self.is_cancelled() {
             let mut children = lock(&self.children);
             if children.len() == children.capacity() {
-                // Amortised pruning: dropped children are forgotten before the list grows,
-                // so a long-lived parent holds at most about twice its live children.
+                // Amortised pruning: dropped children are forgotten before the list grows, so
+                // a long-lived parent holds no more entries than its peak number of live
+                // children, rounded up to the list's capacity.
                 children.retain(|weak| weak.strong_count() > 0);
             }
             children.push(Arc::downgrade(child));
@@ -362,16 +379,33 @@ impl Node {
         }
     }
 
+    /// Cancels this scope and everything below it, iteratively: a chain of any depth is fine.
     fn cancel(&self) {
+        let mut below = self.cancel_one();
+        while let Some(weak) = below.pop() {
+            if let Some(node) = weak.upgrade() {
+                below.extend(node.cancel_one());
+            }
+        }
+    }
+
+    /// Cancels this scope alone and returns its children.
+    fn cancel_one(&self) -> Vec<Weak<Node>> {
         if self.cancelled.swap(true, Ordering::SeqCst) {
-            return;
+            return Vec::new();
         }
         self.event.notify(usize::MAX);
-        let children = std::mem::take(&mut *lock(&self.children));
-        for child in children {
-            if let Some(child) = child.upgrade() {
-                child.cancel();
-            }
+        std::mem::take(&mut *lock(&self.children))
+    }
+}
+
+impl Drop for Node {
+    /// Releases the chain of parents iteratively, so that dropping the last context of a very
+    /// deep chain does not recurse once per level.
+    fn drop(&mut self) {
+        let mut parent = self._parent.take();
+        while let Some(node) = parent {
+            parent = Arc::into_inner(node).and_then(|mut node| node._parent.take());
         }
     }
 }
@@ -414,5 +448,23 @@ mod tests {
         }
         cancel.cancel();
         assert!(ctx.is_cancelled());
+    }
+
+    #[test]
+    fn very_deep_chains_cancel_and_drop_without_overflowing_the_stack() {
+        let (root, cancel) = Context::background().with_cancel();
+        let mut ctx = root.clone();
+        for _ in 0..200_000 {
+            ctx = ctx.with_cancel().0;
+        }
+        cancel.cancel();
+        assert!(ctx.is_cancelled());
+        drop(ctx);
+
+        let mut ctx = root;
+        for _ in 0..200_000 {
+            ctx = ctx.with_cancel().0;
+        }
+        drop(ctx); // uncancelled chain: released without recursion too
     }
 }

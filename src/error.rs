@@ -56,6 +56,13 @@ pub enum AggregateError {
         /// The panic message, when the payload was a string; otherwise a placeholder.
         message: String,
     },
+    /// The timer failed: it panicked while creating or polling the deadline's sleep (tokio's
+    /// timer does once its runtime has shut down), so the deadline cannot be enforced.
+    #[error("timer failed: {message}")]
+    Timer {
+        /// The timer's panic message.
+        message: String,
+    },
     /// The executor dropped a call's task before it finished (typically because the runtime
     /// was shutting down), so it can never answer.
     #[error("{service} task was dropped by the executor before it finished")]
@@ -82,7 +89,9 @@ impl AggregateError {
             AggregateError::Service { service, .. }
             | AggregateError::Panicked { service, .. }
             | AggregateError::Dropped { service } => Some(service),
-            AggregateError::DeadlineExceeded { .. } | AggregateError::Cancelled { .. } => None,
+            AggregateError::DeadlineExceeded { .. }
+            | AggregateError::Cancelled { .. }
+            | AggregateError::Timer { .. } => None,
         }
     }
 

@@ -3,9 +3,9 @@
 //! | executor | feature | runs calls |
 //! |---|---|---|
 //! | [`Inline`] | always | inside the caller's task, no spawn: any `block_on`, any runtime |
-//! | [`AsyncStd`] | `async-std` | on async-std's global executor |
-//! | [`Smol`] | `smol` | on a `smol::Executor` you run |
-//! | [`Tokio`] | `tokio` | on a tokio runtime, through its `Handle` |
+//! | `AsyncStd` | `async-std` | on async-std's global executor |
+//! | `Smol` | `smol` | on a `smol::Executor` you run |
+//! | `Tokio` | `tokio` | on a tokio runtime, through its `Handle` |
 //! | any `Fn(BoxFuture<'static, ()>)` | always | wherever the closure puts them |
 
 use std::future::Future;
@@ -24,7 +24,7 @@ use futures::future::BoxFuture;
 /// (for example while shutting down), which failfast reports as
 /// [`AggregateError::Dropped`](crate::AggregateError::Dropped).
 ///
-/// Any `Fn(BoxFuture<'static, ()>) + Clone + Send + Sync + 'static` closure is an executor, so
+/// Any `Fn(BoxFuture<'static, ()>) + Send + Sync + 'static` closure is an executor, so
 /// a runtime without an adapter here takes one line.
 ///
 /// # Examples
@@ -47,7 +47,7 @@ use futures::future::BoxFuture;
 /// # Ok::<_, failfast::AggregateError>(()) })?;
 /// # Ok::<_, Box<dyn std::error::Error>>(())
 /// ```
-pub trait Executor: Clone + Send + Sync + 'static {
+pub trait Executor: Send + Sync + 'static {
     /// Runs `task` in the background and returns `None`, or returns `Some(task)` for the caller
     /// to poll in place.
     fn spawn<F>(&self, task: F) -> Option<F>
@@ -57,7 +57,7 @@ pub trait Executor: Clone + Send + Sync + 'static {
 
 impl<S> Executor for S
 where
-    S: Fn(BoxFuture<'static, ()>) + Clone + Send + Sync + 'static,
+    S: Fn(BoxFuture<'static, ()>) + Send + Sync + 'static,
 {
     fn spawn<F>(&self, task: F) -> Option<F>
     where
@@ -135,7 +135,9 @@ impl Executor for AsyncStd {
 /// Spawns calls on a [`smol::Executor`].
 ///
 /// The executor must be running (`ex.run(..)` on some thread) for the calls to make
-/// progress; if it is not, the aggregate ends at its deadline.
+/// progress; if it is not, the aggregate ends at its deadline, and the aborted calls stay
+/// queued (their futures alive) until the executor runs or is dropped. For smol's global
+/// executor, use the closure form: `.executor(|task| smol::spawn(task).detach())`.
 ///
 /// # Examples
 ///

@@ -41,7 +41,8 @@ pub(crate) struct FanOut<'a, E, T> {
     /// The context handed to every call: the effective deadline, cancelled when the fan-out
     /// ends, however it ends (Go's `defer cancel()`).
     child: Context,
-    cancel_child: CancelOnDrop,
+    /// Held only for its `Drop`.
+    _cancel_child: CancelOnDrop,
     /// Names of the calls that have started and not yet answered.
     pending: Mutex<Vec<&'static str>>,
 }
@@ -66,8 +67,15 @@ impl<'a, E: Executor, T: Timer> FanOut<'a, E, T> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let budget_ms = deadline.map(|d| millis(d.saturating_duration_since(started)));
-        log::debug!(logger: logger, target: "failfast", user_id = id, budget_ms = budget_ms; "aggregate started");
+        match deadline {
+            Some(deadline) => {
+                let budget_ms = millis(deadline.saturating_duration_since(started));
+                log::debug!(logger: logger, target: "failfast", user_id = id, budget_ms = budget_ms; "aggregate started");
+            }
+            None => {
+                log::debug!(logger: logger, target: "failfast", user_id = id; "aggregate started")
+            }
+        }
 
         if parent.is_cancelled() {
             log::warn!(logger: logger, target: "failfast", user_id = id; "caller's context already cancelled, nothing started");
@@ -95,7 +103,7 @@ impl<'a, E: Executor, T: Timer> FanOut<'a, E, T> {
             deadline,
             parent,
             child,
-            cancel_child: CancelOnDrop(cancel_child),
+            _cancel_child: CancelOnDrop(cancel_child),
             pending: Mutex::new(Vec::new()),
         })
     }
@@ -140,26 +148,61 @@ impl<'a, E: Executor, T: Timer> FanOut<'a, E, T> {
     ///
     /// Ties, when several are ready at the same poll: a completed join wins (work that is done
     /// is not thrown away, like tower's `Timeout`), then the caller's cancellation, then the
-    /// deadline.
+    /// deadline. A service *error* observed once the caller has cancelled or the deadline has
+    /// passed is reported as that cancellation or deadline: a service that honours its context
+    /// fails because of it, and the cause is what the caller needs to see.
     pub(crate) async fn run<R>(
         &self,
         calls: impl Future<Output = Result<R, AggregateError>>,
     ) -> Result<R, AggregateError> {
-        let calls = calls.fuse();
-        let cancelled = self.parent.cancelled().fuse();
-        let deadline = match self.deadline {
-            Some(deadline) => futures::future::Either::Left(self.timer.sleep_until(deadline)),
-            None => futures::future::Either::Right(futures::future::pending()),
+        // A timer can panic (tokio's, once its runtime is shut down): contained like a service.
+        let sleep = match self.deadline {
+            Some(deadline) => {
+                match catch_unwind(AssertUnwindSafe(|| self.timer.sleep_until(deadline))) {
+                    Ok(sleep) => Some(sleep),
+                    Err(payload) => return self.finish(Err(timer_failed(payload))),
+                }
+            }
+            None => None,
+        };
+        let deadline = async move {
+            match sleep {
+                Some(sleep) => AssertUnwindSafe(sleep).catch_unwind().await,
+                None => futures::future::pending().await,
+            }
         }
         .fuse();
+        let calls = calls.fuse();
+        let cancelled = self.parent.cancelled().fuse();
         futures::pin_mut!(calls, cancelled, deadline);
 
         // Biased so that the order above is the documented tie rule, not a coin toss.
         let result = futures::select_biased! {
             result = calls => result,
             () = cancelled => Err(AggregateError::Cancelled { elapsed: self.elapsed() }),
-            () = deadline => Err(AggregateError::DeadlineExceeded { elapsed: self.elapsed() }),
+            fired = deadline => match fired {
+                Ok(()) => Err(AggregateError::DeadlineExceeded { elapsed: self.elapsed() }),
+                Err(payload) => Err(timer_failed(payload)),
+            },
         };
+        let result = match result {
+            Err(AggregateError::Service { .. }) if self.parent.is_cancelled() => {
+                Err(AggregateError::Cancelled {
+                    elapsed: self.elapsed(),
+                })
+            }
+            Err(AggregateError::Service { .. }) if self.deadline_passed() => {
+                Err(AggregateError::DeadlineExceeded {
+                    elapsed: self.elapsed(),
+                })
+            }
+            other => other,
+        };
+        self.finish(result)
+    }
+
+    /// Logs how the fan-out ended. The child context is cancelled when the `FanOut` drops.
+    fn finish<R>(&self, result: Result<R, AggregateError>) -> Result<R, AggregateError> {
         if let Err(error) = &result {
             let cancelled = lock(&self.pending).join(",");
             log::warn!(
@@ -170,9 +213,12 @@ impl<'a, E: Executor, T: Timer> FanOut<'a, E, T> {
         } else {
             log::debug!(logger: self.logger, target: "failfast", user_id = self.id, elapsed_ms = millis(self.elapsed()); "aggregate finished");
         }
-        // The child context is cancelled as we return (or are dropped): `cancel_child`.
-        let _ = &self.cancel_child;
         result
+    }
+
+    fn deadline_passed(&self) -> bool {
+        self.deadline
+            .is_some_and(|deadline| self.timer.now() >= deadline)
     }
 
     fn elapsed(&self) -> Duration {
@@ -289,18 +335,35 @@ where
         let outcome = match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(result)) => Ok(result),
-            Err(payload) => Err(panic_message(&*payload)),
+            Err(payload) => Err(contain(payload)),
         };
         // Drop the finished future here, where a panicking destructor is still caught.
         let outcome = match catch_unwind(AssertUnwindSafe(|| this.future.set(None))) {
             Ok(()) => outcome,
-            Err(payload) => Err(panic_message(&*payload)),
+            Err(payload) => Err(contain(payload)),
         };
         if let Some(tx) = this.tx.take() {
-            // The receiver is gone only if the call was abandoned; nobody wants the outcome.
-            let _ = tx.send(outcome);
+            if let Err(unwanted) = tx.send(outcome) {
+                // The call was abandoned; its value (or error) is dropped here, where a
+                // panicking destructor cannot escape into the executor.
+                let _ = catch_unwind(AssertUnwindSafe(move || drop(unwanted)));
+            }
         }
         Poll::Ready(())
+    }
+}
+
+/// The message of a caught panic. The payload is dropped inside `catch_unwind` too: a payload
+/// whose own destructor panics must not escape either.
+fn contain(payload: Box<dyn std::any::Any + Send>) -> String {
+    let message = panic_message(&*payload);
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+    message
+}
+
+fn timer_failed(payload: Box<dyn std::any::Any + Send>) -> AggregateError {
+    AggregateError::Timer {
+        message: contain(payload),
     }
 }
 

@@ -36,18 +36,19 @@
 //!
 //! # Features
 //!
-//! * `futures-timer` (default): [`timer::FuturesTimer`], the default timer.
-//! * `smol`: [`executor::Smol`] and [`timer::AsyncIo`].
-//! * `tokio`: [`executor::Tokio`] and [`timer::Tokio`].
-//! * `async-std`: [`executor::AsyncStd`] and [`timer::AsyncIo`] (async-std is deprecated
+//! * `futures-timer` (default): `timer::FuturesTimer`, the default timer.
+//! * `smol`: `executor::Smol` and `timer::AsyncIo`.
+//! * `tokio`: `executor::Tokio` and `timer::Tokio`.
+//! * `async-std`: `executor::AsyncStd` and `timer::AsyncIo` (async-std is deprecated
 //!   upstream in favour of smol).
 //!
 //! # Logging
 //!
 //! Records go through the [`log`] facade with key-values, target `failfast`: `debug` when an
-//! aggregate starts and each call finishes (`user_id`, `service`, `elapsed_ms`), `warn` when it
-//! fails, times out, is cancelled or a call panics (`error`, and `cancelled`: the calls
-//! cancelled). The library never installs a logger.
+//! aggregate starts (`user_id`, `budget_ms`), as each call finishes (`service`, `elapsed_ms`)
+//! and when it succeeds; one `warn` when it fails, times out, is cancelled or a call panics
+//! (`error` with its causes, and `cancelled`: the calls it cancelled). The library never
+//! installs a logger.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]

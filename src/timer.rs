@@ -3,9 +3,9 @@
 //!
 //! | timer | feature | sleeps on |
 //! |---|---|---|
-//! | [`FuturesTimer`] | `futures-timer` (default) | futures-timer's helper thread: any executor |
-//! | [`AsyncIo`] | `smol` or `async-std` | async-io's reactor: any executor |
-//! | [`Tokio`] | `tokio` | a tokio runtime's time driver |
+//! | `FuturesTimer` | `futures-timer` (default) | futures-timer's helper thread: any executor |
+//! | `AsyncIo` | `smol` or `async-std` | async-io's reactor: any executor |
+//! | `Tokio` | `tokio` | a tokio runtime's time driver |
 //! | [`Manual`] | always | a virtual clock that moves only when you advance it |
 
 use std::future::Future;
@@ -15,7 +15,7 @@ mod manual;
 
 pub use manual::{Manual, ManualSleep};
 
-/// The timer a builder starts with: [`FuturesTimer`].
+/// The timer a builder starts with: `FuturesTimer`.
 #[cfg(feature = "futures-timer")]
 pub(crate) type DefaultTimer = FuturesTimer;
 
@@ -55,7 +55,7 @@ pub struct NoTimer;
 /// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a failfast `Timer`",
-    note = "without the `futures-timer` feature there is no default timer: set one with `.timer(..)`, such as `timer::AsyncIo` or `timer::Tokio`"
+    note = "without the `futures-timer` feature there is no default timer: set one with `.timer(..)` on the builder and on each `mock::Mock`, such as `timer::AsyncIo`, `timer::Tokio` or `timer::Manual`"
 )]
 pub trait Timer: Clone + Send + Sync + 'static {
     /// The future returned by [`sleep`](Timer::sleep) and [`sleep_until`](Timer::sleep_until).
@@ -74,6 +74,10 @@ pub trait Timer: Clone + Send + Sync + 'static {
         Instant::now()
     }
 }
+
+/// Sleeps at least this long never complete with [`FuturesTimer`]: about a century.
+#[cfg(feature = "futures-timer")]
+const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 
 /// Sleeps with [futures-timer](https://docs.rs/futures-timer): works under any executor, at the
 /// cost of one helper thread per process. The default timer.
@@ -108,10 +112,10 @@ impl Timer for FuturesTimer {
     type Sleep = FuturesTimerSleep;
 
     fn sleep(&self, duration: Duration) -> FuturesTimerSleep {
-        // futures-timer adds `duration` to `Instant::now()` without checking for overflow.
-        let representable = Instant::now().checked_add(duration).is_some();
+        // futures-timer adds `duration` to `Instant::now()` without checking for overflow, so
+        // anything beyond a century (which no deadline needs) is treated as "never".
         FuturesTimerSleep {
-            delay: representable.then(|| futures_timer::Delay::new(duration)),
+            delay: (duration < NEVER).then(|| futures_timer::Delay::new(duration)),
         }
     }
 }
@@ -192,8 +196,14 @@ impl Future for AsyncIoSleep {
 ///
 /// Sleeps are created inside the runtime's context, so this timer also works when the
 /// aggregate runs outside the runtime (with [`executor::Inline`](crate::executor::Inline)
-/// under another `block_on`), as long as the runtime is alive and was built with the time
-/// driver enabled (`enable_time()` or `enable_all()`); tokio panics otherwise.
+/// under another `block_on`), as long as the runtime was built with the time driver enabled
+/// (`enable_time()` or `enable_all()`). If tokio panics (time driver disabled, runtime shut
+/// down), the aggregate contains the panic and fails with
+/// [`AggregateError::Timer`](crate::AggregateError::Timer).
+///
+/// [`now`](Timer::now) reads tokio's clock, so tokio's paused test time is honoured; build
+/// context deadlines from it too (`ctx.with_deadline(timer.now() + d)`), because
+/// `Context::with_timeout` reads the real clock.
 ///
 /// # Examples
 ///

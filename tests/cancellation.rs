@@ -3,6 +3,8 @@
 mod common;
 
 use std::pin::pin;
+
+use futures::FutureExt;
 use std::time::{Duration, Instant};
 
 use common::{drive_until, eventually, finish, on_every_executor};
@@ -85,6 +87,53 @@ on_every_executor!(
     }
 );
 
+on_every_executor!(
+    async fn a_cancel_from_another_thread_wakes_an_aggregate_that_is_awaited(ex) {
+        // Awaited with the runtime's real waker (no polling loop): only the cancellation's
+        // wake-up can end this before the 5 s timeout.
+        let agg = UserAggregator::builder(mock::profile("Alice").hang(), mock::orders(5).hang())
+            .executor(ex)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let (ctx, cancel) = Context::background().with_cancel();
+        let canceller = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            cancel.cancel();
+        });
+        let start = Instant::now();
+        let err = agg.aggregate(&ctx, 1).await.unwrap_err();
+        let elapsed = start.elapsed();
+        canceller.join().unwrap();
+        assert!(err.is_cancelled(), "{err:?}");
+        // Cancelled after 50 ms; without the wake-up it would only be noticed at the 10 s
+        // deadline.
+        assert!(elapsed < Duration::from_secs(5), "woken late: {elapsed:?}");
+    }
+);
+
+#[test]
+fn context_cancelled_wakes_a_waiting_task() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    let canceller = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        cancel.cancel();
+    });
+    // Bounded, so that a lost wake-up fails the test instead of hanging it.
+    let woken = futures::executor::block_on(async {
+        // Biased: if only the timeout wakes us, it is reported as such.
+        futures::select_biased! {
+            () = futures_timer::Delay::new(common::HANG).fuse() => false,
+            () = ctx.cancelled() => true,
+        }
+    });
+    canceller.join().unwrap();
+    assert!(
+        woken,
+        "cancel() did not wake the task waiting on cancelled()"
+    );
+}
+
 #[test]
 fn an_already_cancelled_context_fails_at_once_and_starts_nothing() {
     let profiles = mock::profile("Alice");
@@ -107,7 +156,8 @@ fn cancelling_a_parent_context_cancels_an_aggregate_under_a_child() {
         .build()
         .unwrap();
     let (parent, cancel) = Context::background().with_cancel();
-    let child = parent.with_timeout(Duration::from_secs(30));
+    let (child, _cancel_child) = parent.with_cancel();
+    let child = child.with_timeout(Duration::from_secs(30));
 
     let err = futures::executor::block_on(async {
         let mut aggregate = pin!(agg.aggregate(&child, 1));

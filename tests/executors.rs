@@ -86,6 +86,43 @@ fn a_shut_down_tokio_runtime_reports_dropped_tasks() {
     assert!(matches!(err, AggregateError::Dropped { .. }), "{err:?}");
 }
 
+#[cfg(feature = "tokio")]
+#[test]
+fn a_tokio_timer_whose_runtime_is_gone_is_an_error_not_a_panic() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let handle = runtime.handle().clone();
+    runtime.shutdown_background();
+    let agg = UserAggregator::builder(mock::profile("Alice").hang(), mock::orders(5).hang())
+        .timer(timer::Tokio::new(handle))
+        .build()
+        .unwrap();
+    let err = futures::executor::block_on(agg.aggregate(&Context::background(), 1)).unwrap_err();
+    assert!(matches!(err, AggregateError::Timer { .. }), "{err:?}");
+    assert!(err.to_string().starts_with("timer failed: "), "{err}");
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn an_aggregate_can_be_spawned_on_tokio_with_a_shared_aggregator() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let agg = Arc::new(
+        UserAggregator::builder(mock::profile("Alice"), mock::orders(5))
+            .executor(executor::Tokio::new(runtime.handle().clone()))
+            .timer(timer::Tokio::new(runtime.handle().clone()))
+            .build()
+            .unwrap(),
+    );
+    let handles: Vec<_> = (0..8)
+        .map(|id| {
+            let agg = Arc::clone(&agg);
+            runtime.spawn(async move { agg.aggregate(&Context::background(), id).await })
+        })
+        .collect();
+    for handle in handles {
+        assert_eq!(runtime.block_on(handle).unwrap().unwrap().orders, 5);
+    }
+}
+
 /// Slow Poke in real time with the given timer on the inline executor: gives up after about
 /// one second, never before.
 fn slow_poke_with<T: Timer>(timer: T) {
@@ -188,7 +225,23 @@ fn public_types_are_send_and_sync() {
         send(&agg.aggregate(&ctx, 1));
     }
     #[cfg(feature = "smol")]
-    send_sync::<Agg<executor::Smol, timer::AsyncIo>>();
+    {
+        send_sync::<Agg<executor::Smol, timer::AsyncIo>>();
+        let agg = UserAggregator::builder(mock::profile("Alice"), mock::orders(5))
+            .executor(executor::Smol::new(Arc::new(smol::Executor::new())))
+            .timer(timer::AsyncIo)
+            .build()
+            .unwrap();
+        send(&agg.aggregate(&ctx, 1));
+    }
     #[cfg(feature = "async-std")]
-    send_sync::<Agg<executor::AsyncStd, timer::AsyncIo>>();
+    {
+        send_sync::<Agg<executor::AsyncStd, timer::AsyncIo>>();
+        let agg = UserAggregator::builder(mock::profile("Alice"), mock::orders(5))
+            .executor(executor::AsyncStd)
+            .timer(timer::AsyncIo)
+            .build()
+            .unwrap();
+        send(&agg.aggregate(&ctx, 1));
+    }
 }

@@ -157,3 +157,114 @@ fn dropping_an_inline_aggregate_whose_call_panics_on_drop_does_not_unwind_into_t
         );
     }); // dropped here, inside the caller: the Bomb goes off and is contained
 }
+
+/// A panic payload whose own destructor panics.
+struct PayloadBomb;
+
+impl Drop for PayloadBomb {
+    fn drop(&mut self) {
+        panic!("the panic payload panicked while being dropped");
+    }
+}
+
+struct PanicsWithABomb;
+
+impl OrderService for PanicsWithABomb {
+    async fn order_count(&self, _: Context, _: UserId) -> Result<u32, BoxError> {
+        std::panic::panic_any(PayloadBomb)
+    }
+}
+
+/// Runs tasks on a thread pool and records whether any panic escaped a task into it.
+fn watching_pool() -> (
+    impl Fn(futures::future::BoxFuture<'static, ()>) + Send + Sync + 'static,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use futures::FutureExt;
+    use std::panic::AssertUnwindSafe;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let escaped = std::sync::Arc::new(AtomicUsize::new(0));
+    let pool = futures::executor::ThreadPool::builder()
+        .pool_size(2)
+        .create()
+        .unwrap();
+    let counter = escaped.clone();
+    let spawn = move |task: futures::future::BoxFuture<'static, ()>| {
+        let counter = counter.clone();
+        pool.spawn_ok(async move {
+            if AssertUnwindSafe(task).catch_unwind().await.is_err() {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    };
+    (spawn, escaped)
+}
+
+#[test]
+fn no_panic_ever_escapes_into_the_executor() {
+    use std::sync::atomic::Ordering;
+
+    // A sibling that panics while being cancelled.
+    let (spawn, escaped) = watching_pool();
+    let agg = UserAggregator::builder(
+        mock::profile("Alice")
+            .delay(Duration::from_millis(20))
+            .fail("profile down"),
+        PanicsWhenDropped,
+    )
+    .executor(spawn)
+    .build()
+    .unwrap();
+    let err = futures::executor::block_on(agg.aggregate(&Context::background(), 1)).unwrap_err();
+    assert_eq!(err.service(), Some("profile"));
+
+    // A panic whose payload panics when dropped.
+    let (spawn, escaped_too) = watching_pool();
+    let agg = UserAggregator::builder(mock::profile("Alice").hang(), PanicsWithABomb)
+        .executor(spawn)
+        .build()
+        .unwrap();
+    let err = futures::executor::block_on(agg.aggregate(&Context::background(), 1)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AggregateError::Panicked {
+                service: "orders",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    // Let the pools finish dropping the aborted tasks.
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        escaped.load(Ordering::SeqCst),
+        0,
+        "a panic escaped into the executor"
+    );
+    assert_eq!(
+        escaped_too.load(Ordering::SeqCst),
+        0,
+        "a panic escaped into the executor"
+    );
+}
+
+#[test]
+fn a_panic_payload_that_panics_when_dropped_does_not_unwind_into_an_inline_caller() {
+    let agg = UserAggregator::builder(mock::profile("Alice").hang(), PanicsWithABomb)
+        .build()
+        .unwrap();
+    let err = futures::executor::block_on(agg.aggregate(&Context::background(), 1)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AggregateError::Panicked {
+                service: "orders",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
