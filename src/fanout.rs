@@ -238,7 +238,7 @@ impl<'a, E: Executor, T: Timer> FanOut<'a, E, T> {
                 log::debug!(logger: self.logger, target: "failfast", user_id = self.id, service = name, elapsed_ms = elapsed_ms; "fetch finished");
             }
             Err(error) => {
-                log::debug!(logger: self.logger, target: "failfast", user_id = self.id, service = name, elapsed_ms = elapsed_ms, error:% = error; "fetch failed");
+                log::debug!(logger: self.logger, target: "failfast", user_id = self.id, service = name, elapsed_ms = elapsed_ms, error = chain(error).as_str(); "fetch failed");
             }
         }
     }
