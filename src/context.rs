@@ -92,6 +92,8 @@ struct Node {
     event: Event,
     /// Child scopes, held weakly: a child that is dropped is pruned lazily.
     children: Mutex<Vec<Weak<Node>>>,
+    /// Whether `children` was ever pushed to: lets `cancel` skip the lock when it was not.
+    adopted: AtomicBool,
     /// Keeps the scopes above alive while this one is: cancellation of a grandparent must
     /// still reach us after the intermediate `Context` values are dropped.
     _parent: Option<Arc<Node>>,
@@ -352,6 +354,7 @@ impl Node {
             cancelled: AtomicBool::new(false),
             event: Event::new(),
             children: Mutex::new(Vec::new()),
+            adopted: AtomicBool::new(false),
             _parent: parent,
         }
     }
@@ -363,6 +366,7 @@ impl Node {
     /// Registers `child` so that cancelling `self` cancels it.
     fn adopt(&self, child: &Arc<Node>) {
         if !self.is_cancelled() {
+            self.adopted.store(true, Ordering::SeqCst);
             let mut children = lock(&self.children);
             if children.len() == children.capacity() {
                 // Amortised pruning: dropped children are forgotten before the list grows, so
@@ -395,7 +399,13 @@ impl Node {
             return Vec::new();
         }
         self.event.notify(usize::MAX);
-        std::mem::take(&mut *lock(&self.children))
+        // `adopt` sets `adopted` before it pushes and re-checks our flag after: a child it
+        // pushes after this load sees the flag and cancels itself.
+        if self.adopted.load(Ordering::SeqCst) {
+            std::mem::take(&mut *lock(&self.children))
+        } else {
+            Vec::new()
+        }
     }
 }
 

@@ -7,10 +7,12 @@
 //! [`FanOut::run`]. The first error ends the join; dropping the join drops every other
 //! [`Call`], and dropping a `Call` aborts its task.
 
+use std::any::TypeId;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
@@ -20,7 +22,7 @@ use pin_project_lite::pin_project;
 
 use crate::context::{CancelHandle, Context};
 use crate::error::{AggregateError, BoxError, panic_message};
-use crate::executor::Executor;
+use crate::executor::{Executor, Inline};
 use crate::logger::Logger;
 use crate::timer::Timer;
 
@@ -43,9 +45,16 @@ pub(crate) struct FanOut<'a, E, T> {
     child: Context,
     /// Held only for its `Drop`.
     _cancel_child: CancelOnDrop,
-    /// Names of the calls that have started and not yet answered.
-    pending: Mutex<Vec<&'static str>>,
+    /// The names of the first [`NAMED`] calls, in the order they started, for the logs.
+    names: [OnceLock<&'static str>; NAMED],
+    /// How many calls have started.
+    started_calls: AtomicUsize,
+    /// Bit `i` is set while call `i` has started and not yet answered.
+    pending: AtomicU64,
 }
+
+/// How many calls' names a fan-out keeps for its logs; later calls go unlisted.
+const NAMED: usize = 8;
 
 impl<'a, E: Executor, T: Timer> FanOut<'a, E, T> {
     /// Prepares a fan-out under `parent`, to finish within `timeout` (`None`: only the
@@ -104,7 +113,9 @@ impl<'a, E: Executor, T: Timer> FanOut<'a, E, T> {
             parent,
             child,
             _cancel_child: CancelOnDrop(cancel_child),
-            pending: Mutex::new(Vec::new()),
+            names: Default::default(),
+            started_calls: AtomicUsize::new(0),
+            pending: AtomicU64::new(0),
         })
     }
 
@@ -119,27 +130,45 @@ impl<'a, E: Executor, T: Timer> FanOut<'a, E, T> {
         F: Future<Output = Result<R, BoxError>> + Send + 'static,
         R: Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        let (abort, registration) = AbortHandle::new_pair();
         let guarded = Guarded {
             future: Some(make(self.child.clone())),
-            tx: Some(tx),
         };
-        let task: Task<F, R> = Abortable::new(guarded, registration).map(ignore_abort);
-        // Type-erased, so that the aggregate's future does not carry `F` in its type: proving
-        // `Send` for it through `F`'s bounds hits rustc's higher-ranked lifetime limitation
-        // (rust-lang/rust#64552).
-        let inline = self
-            .executor
-            .spawn(task)
-            .map(|task| -> InlineTask { Box::pin(task) });
-        lock(&self.pending).push(name);
+        // Boxed (type-erased) either way, so that the aggregate's future does not carry `F` in
+        // its type: proving `Send` for it through `F`'s bounds hits rustc's higher-ranked
+        // lifetime limitation (rust-lang/rust#64552).
+        let state = if TypeId::of::<E>() == TypeId::of::<Inline>() {
+            // The built-in inline executor would hand the task straight back: poll the call in
+            // place, with no channel and no abort handle (dropping it is cancelling it).
+            State::Inline(Box::pin(guarded))
+        } else {
+            let (tx, rx) = oneshot::channel();
+            let (abort, registration) = AbortHandle::new_pair();
+            let sending = Sending {
+                guarded,
+                tx: Some(tx),
+            };
+            let task: Task<F, R> = Abortable::new(sending, registration).map(ignore_abort);
+            let handed_back = self
+                .executor
+                .spawn(task)
+                .map(|task| -> HandedBack { Box::pin(task) });
+            State::Spawned {
+                handed_back,
+                rx,
+                _abort: AbortOnDrop(abort),
+            }
+        };
+        let index = self.started_calls.fetch_add(1, Ordering::Relaxed);
+        if let Some(slot) = self.names.get(index) {
+            let _ = slot.set(name);
+        }
+        let bit = if index < NAMED { 1 << index } else { 0 }; // later calls go unlisted
+        self.pending.fetch_or(bit, Ordering::Relaxed);
         Call {
             fanout: self,
             name,
-            inline,
-            rx,
-            abort: AbortOnDrop(abort),
+            bit,
+            state,
         }
     }
 
@@ -155,12 +184,21 @@ impl<'a, E: Executor, T: Timer> FanOut<'a, E, T> {
         &self,
         calls: impl Future<Output = Result<R, AggregateError>>,
     ) -> Result<R, AggregateError> {
+        let calls = calls.fuse();
+        futures::pin_mut!(calls);
+        // Calls that answer on their first poll need no timer: the sleep is created (which,
+        // for some timers, costs more than the whole fan-out) only once they are pending.
+        // The deadline is absolute, so creating its sleep late does not move it.
+        if let Poll::Ready(result) = futures::poll!(calls.as_mut()) {
+            return self.settle(result);
+        }
+
         // A timer can panic (tokio's, once its runtime is shut down): contained like a service.
         let sleep = match self.deadline {
             Some(deadline) => {
                 match catch_unwind(AssertUnwindSafe(|| self.timer.sleep_until(deadline))) {
                     Ok(sleep) => Some(sleep),
-                    Err(payload) => return self.finish(Err(timer_failed(payload))),
+                    Err(payload) => return self.settle(Err(timer_failed(payload))),
                 }
             }
             None => None,
@@ -172,9 +210,8 @@ impl<'a, E: Executor, T: Timer> FanOut<'a, E, T> {
             }
         }
         .fuse();
-        let calls = calls.fuse();
-        let cancelled = self.parent.cancelled().fuse();
-        futures::pin_mut!(calls, cancelled, deadline);
+        let cancelled = self.parent.cancelled();
+        futures::pin_mut!(cancelled, deadline);
 
         // Biased so that the order above is the documented tie rule, not a coin toss.
         let result = futures::select_biased! {
@@ -185,6 +222,12 @@ impl<'a, E: Executor, T: Timer> FanOut<'a, E, T> {
                 Err(payload) => Err(timer_failed(payload)),
             },
         };
+        self.settle(result)
+    }
+
+    /// Reports a service error caused by the caller's cancellation or the deadline as that
+    /// cause, then logs how the fan-out ended.
+    fn settle<R>(&self, result: Result<R, AggregateError>) -> Result<R, AggregateError> {
         let result = match result {
             Err(AggregateError::Service { .. }) if self.parent.is_cancelled() => {
                 Err(AggregateError::Cancelled {
@@ -204,7 +247,7 @@ impl<'a, E: Executor, T: Timer> FanOut<'a, E, T> {
     /// Logs how the fan-out ended. The child context is cancelled when the `FanOut` drops.
     fn finish<R>(&self, result: Result<R, AggregateError>) -> Result<R, AggregateError> {
         if let Err(error) = &result {
-            let cancelled = lock(&self.pending).join(",");
+            let cancelled = self.pending_names();
             log::warn!(
                 logger: self.logger, target: "failfast",
                 user_id = self.id, error = chain(error).as_str(), cancelled = cancelled.as_str(), elapsed_ms = millis(self.elapsed());
@@ -225,59 +268,89 @@ impl<'a, E: Executor, T: Timer> FanOut<'a, E, T> {
         self.timer.now().saturating_duration_since(self.started)
     }
 
-    fn finished(&self, name: &'static str, outcome: &Result<impl Sized, AggregateError>) {
-        {
-            let mut pending = lock(&self.pending);
-            if let Some(at) = pending.iter().position(|&n| n == name) {
-                pending.swap_remove(at);
+    /// The names of the calls still in flight, comma-separated.
+    fn pending_names(&self) -> String {
+        let pending = self.pending.load(Ordering::Relaxed);
+        let mut list = String::new();
+        for (index, name) in self.names.iter().enumerate() {
+            if let Some(name) = name.get().filter(|_| pending & (1 << index) != 0) {
+                if !list.is_empty() {
+                    list.push(',');
+                }
+                list.push_str(name);
             }
         }
-        let elapsed_ms = millis(self.elapsed());
+        list
+    }
+
+    fn finished(&self, name: &'static str, bit: u64, outcome: &Result<impl Sized, AggregateError>) {
+        self.pending.fetch_and(!bit, Ordering::Relaxed);
+        // Log arguments are evaluated only when the record is enabled: no clock read otherwise.
         match outcome {
             Ok(_) => {
-                log::debug!(logger: self.logger, target: "failfast", user_id = self.id, service = name, elapsed_ms = elapsed_ms; "fetch finished");
+                log::debug!(logger: self.logger, target: "failfast", user_id = self.id, service = name, elapsed_ms = millis(self.elapsed()); "fetch finished");
             }
             Err(error) => {
-                log::debug!(logger: self.logger, target: "failfast", user_id = self.id, service = name, elapsed_ms = elapsed_ms, error = chain(error).as_str(); "fetch failed");
+                log::debug!(logger: self.logger, target: "failfast", user_id = self.id, service = name, elapsed_ms = millis(self.elapsed()), error = chain(error).as_str(); "fetch failed");
             }
         }
     }
 }
 
-pin_project! {
-    /// The result of one started call. Dropping it aborts the call.
-    #[must_use = "futures do nothing unless you .await or poll them"]
-    pub(crate) struct Call<'a, E, T, R> {
-        fanout: &'a FanOut<'a, E, T>,
-        name: &'static str,
-        // The task, when the executor handed it back to be polled here.
-        inline: Option<InlineTask>,
+/// The result of one started call. Dropping it cancels the call.
+#[must_use = "futures do nothing unless you .await or poll them"]
+pub(crate) struct Call<'a, E, T, R> {
+    fanout: &'a FanOut<'a, E, T>,
+    name: &'static str,
+    /// This call's bit in `FanOut::pending`.
+    bit: u64,
+    state: State<R>,
+}
+
+/// Where a call runs.
+enum State<R> {
+    /// Polled inside the aggregate's own task.
+    Inline(Pin<Box<dyn PollOutcome<R> + Send>>),
+    /// Given to the executor; the outcome comes back through `rx`. `handed_back` is the task
+    /// when the executor returned it to be polled here instead.
+    Spawned {
+        handed_back: Option<HandedBack>,
         rx: oneshot::Receiver<Outcome<R>>,
-        abort: AbortOnDrop,
-    }
+        _abort: AbortOnDrop,
+    },
 }
 
 /// A task handed back by the executor, polled inside the aggregate's own task.
-type InlineTask = Pin<Box<dyn Future<Output = ()> + Send>>;
+type HandedBack = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 impl<E: Executor, T: Timer, R> Future for Call<'_, E, T, R> {
     type Output = Result<R, AggregateError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if let Some(task) = this.inline {
-            if task.as_mut().poll(cx).is_ready() {
-                *this.inline = None;
-            }
-        }
-        let outcome = match Pin::new(this.rx).poll(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Ok(outcome)) => outcome,
-            Poll::Ready(Err(oneshot::Canceled)) => {
-                // The executor dropped the task without running it to completion.
-                let result = Err(AggregateError::Dropped { service: this.name });
-                this.fanout.finished(this.name, &result);
-                return Poll::Ready(result);
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let outcome = match &mut this.state {
+            State::Inline(call) => match call.as_mut().poll_outcome(cx) {
+                Poll::Ready(outcome) => outcome,
+                Poll::Pending => return Poll::Pending,
+            },
+            State::Spawned {
+                handed_back, rx, ..
+            } => {
+                if let Some(task) = handed_back {
+                    if task.as_mut().poll(cx).is_ready() {
+                        *handed_back = None;
+                    }
+                }
+                match Pin::new(rx).poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(outcome)) => outcome,
+                    Poll::Ready(Err(oneshot::Canceled)) => {
+                        // The executor dropped the task without running it to completion.
+                        let result = Err(AggregateError::Dropped { service: this.name });
+                        this.fanout.finished(this.name, this.bit, &result);
+                        return Poll::Ready(result);
+                    }
+                }
             }
         };
         let result = match outcome {
@@ -291,27 +364,31 @@ impl<E: Executor, T: Timer, R> Future for Call<'_, E, T, R> {
                 message,
             }),
         };
-        this.fanout.finished(this.name, &result);
+        this.fanout.finished(this.name, this.bit, &result);
         Poll::Ready(result)
     }
 }
 
 /// The future handed to the executor for one call.
 pub(crate) type Task<F, R> =
-    futures::future::Map<Abortable<Guarded<F, R>>, fn(Result<(), Aborted>)>;
+    futures::future::Map<Abortable<Sending<F, R>>, fn(Result<(), Aborted>)>;
 
 fn ignore_abort(_: Result<(), Aborted>) {}
 
+/// Polls a call to its [`Outcome`]: the object-safe face of [`Guarded`].
+trait PollOutcome<R> {
+    /// Polls the service future; `Pending` forever once the outcome was returned.
+    fn poll_outcome(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Outcome<R>>;
+}
+
 pin_project! {
-    /// Runs a service future, catching its panics, also those raised while it is dropped, and
-    /// sends the outcome to its [`Call`].
-    pub(crate) struct Guarded<F, R> {
+    /// Runs a service future, catching its panics, also those raised while it is dropped.
+    pub(crate) struct Guarded<F> {
         #[pin]
         future: Option<F>,
-        tx: Option<oneshot::Sender<Outcome<R>>>,
     }
 
-    impl<F, R> PinnedDrop for Guarded<F, R> {
+    impl<F> PinnedDrop for Guarded<F> {
         fn drop(this: Pin<&mut Self>) {
             // A panic in the service's destructor must not unwind into the executor (or into
             // the caller dropping an inline aggregate); there is nobody left to report it to.
@@ -321,16 +398,14 @@ pin_project! {
     }
 }
 
-impl<F, R> Future for Guarded<F, R>
+impl<F, R> PollOutcome<R> for Guarded<F>
 where
     F: Future<Output = Result<R, BoxError>>,
 {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+    fn poll_outcome(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Outcome<R>> {
         let mut this = self.project();
         let Some(future) = this.future.as_mut().as_pin_mut() else {
-            return Poll::Ready(());
+            return Poll::Pending;
         };
         let outcome = match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
             Ok(Poll::Pending) => return Poll::Pending,
@@ -338,9 +413,33 @@ where
             Err(payload) => Err(contain(payload)),
         };
         // Drop the finished future here, where a panicking destructor is still caught.
-        let outcome = match catch_unwind(AssertUnwindSafe(|| this.future.set(None))) {
-            Ok(()) => outcome,
-            Err(payload) => Err(contain(payload)),
+        match catch_unwind(AssertUnwindSafe(|| this.future.set(None))) {
+            Ok(()) => Poll::Ready(outcome),
+            Err(payload) => Poll::Ready(Err(contain(payload))),
+        }
+    }
+}
+
+pin_project! {
+    /// A [`Guarded`] call running on an executor: sends its outcome to its [`Call`].
+    pub(crate) struct Sending<F, R> {
+        #[pin]
+        guarded: Guarded<F>,
+        tx: Option<oneshot::Sender<Outcome<R>>>,
+    }
+}
+
+impl<F, R> Future for Sending<F, R>
+where
+    F: Future<Output = Result<R, BoxError>>,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        let this = self.project();
+        let outcome = match this.guarded.poll_outcome(cx) {
+            Poll::Ready(outcome) => outcome,
+            Poll::Pending => return Poll::Pending,
         };
         if let Some(tx) = this.tx.take() {
             if let Err(unwanted) = tx.send(outcome) {
@@ -399,10 +498,4 @@ fn chain(error: &dyn std::error::Error) -> String {
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
