@@ -155,7 +155,7 @@ impl<'a, E: Executor, T: Timer> FanOut<'a, E, T> {
             State::Spawned {
                 handed_back,
                 rx,
-                _abort: AbortOnDrop(abort),
+                abort: Some(AbortOnDrop::new(abort)),
             }
         };
         let index = self.started_calls.fetch_add(1, Ordering::Relaxed);
@@ -316,7 +316,8 @@ enum State<R> {
     Spawned {
         handed_back: Option<HandedBack>,
         rx: oneshot::Receiver<Outcome<R>>,
-        _abort: AbortOnDrop,
+        /// Aborts the task if the call is dropped before its outcome arrived.
+        abort: Option<AbortOnDrop>,
     },
 }
 
@@ -334,7 +335,9 @@ impl<E: Executor, T: Timer, R> Future for Call<'_, E, T, R> {
                 Poll::Pending => return Poll::Pending,
             },
             State::Spawned {
-                handed_back, rx, ..
+                handed_back,
+                rx,
+                abort,
             } => {
                 if let Some(task) = handed_back {
                     if task.as_mut().poll(cx).is_ready() {
@@ -343,7 +346,13 @@ impl<E: Executor, T: Timer, R> Future for Call<'_, E, T, R> {
                 }
                 match Pin::new(rx).poll(cx) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Ok(outcome)) => outcome,
+                    Poll::Ready(Ok(outcome)) => {
+                        // The task has finished: nothing to abort (an abort would only wake it).
+                        if let Some(guard) = abort.take() {
+                            guard.disarm();
+                        }
+                        outcome
+                    }
                     Poll::Ready(Err(oneshot::Canceled)) => {
                         // The executor dropped the task without running it to completion.
                         let result = Err(AggregateError::Dropped { service: this.name });
@@ -476,11 +485,24 @@ impl Drop for CancelOnDrop {
 }
 
 /// Aborts a spawned task when dropped: an `AbortHandle` alone does nothing when dropped.
-struct AbortOnDrop(AbortHandle);
+struct AbortOnDrop(Option<AbortHandle>);
+
+impl AbortOnDrop {
+    fn new(handle: AbortHandle) -> AbortOnDrop {
+        AbortOnDrop(Some(handle))
+    }
+
+    /// Drops the guard without aborting.
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(handle) = &self.0 {
+            handle.abort();
+        }
     }
 }
 
