@@ -117,9 +117,7 @@ async fn scenarios<E: Executor + Clone>(ex: E, name: &str) -> bool {
     .executor(ex.clone())
     .build()
     .expect("the default timeout is valid");
-    let start = Instant::now();
-    let result = agg.aggregate(&ctx, 42).await;
-    let elapsed = start.elapsed();
+    let (result, elapsed) = timed(agg.aggregate(&ctx, 42)).await;
     print_result(&result);
     println!(
         "  happy path on {name}: answered in {elapsed:.1?} (profile takes 100ms, orders 50ms, concurrently)"
@@ -134,10 +132,8 @@ async fn scenarios<E: Executor + Clone>(ex: E, name: &str) -> bool {
         .timeout(Duration::from_secs(1))
         .build()
         .expect("1 s is a valid timeout");
-    let start = Instant::now();
-    let result = agg.aggregate(&ctx, 42).await;
-    let elapsed = start.elapsed();
-    let cancelled = settled(|| order_calls.in_flight() == 0).await && order_calls.finished() == 0;
+    let (result, elapsed) = timed(agg.aggregate(&ctx, 42)).await;
+    let cancelled = was_cancelled(&order_calls).await;
     print_result(&result);
     println!(
         "  slow poke (timeout 1s, orders take 2s): gave up after {elapsed:.2?}; orders call cancelled: {}",
@@ -156,10 +152,8 @@ async fn scenarios<E: Executor + Clone>(ex: E, name: &str) -> bool {
     .timeout(Duration::from_secs(30))
     .build()
     .expect("30 s is a valid timeout");
-    let start = Instant::now();
-    let result = agg.aggregate(&ctx, 42).await;
-    let elapsed = start.elapsed();
-    let cancelled = settled(|| order_calls.in_flight() == 0).await && order_calls.finished() == 0;
+    let (result, elapsed) = timed(agg.aggregate(&ctx, 42)).await;
+    let cancelled = was_cancelled(&order_calls).await;
     print_result(&result);
     println!(
         "  domino effect (profile fails at once, orders take 10s): failed after {elapsed:.1?}; orders call cancelled: {}",
@@ -195,14 +189,21 @@ fn report(err: &dyn Error) -> String {
     text
 }
 
-/// Waits up to a second for `done` (a spawned call is dropped on its executor shortly after
-/// the aggregate returns).
-async fn settled(done: impl Fn() -> bool) -> bool {
+/// Awaits `future` and says how long it took.
+async fn timed<T>(future: impl std::future::Future<Output = T>) -> (T, Duration) {
     let start = Instant::now();
-    while !done() && start.elapsed() < Duration::from_secs(1) {
+    let output = future.await;
+    (output, start.elapsed())
+}
+
+/// Whether the mock's call was stopped (cancelled, or never started) rather than left to finish. Waits up to a second: a
+/// spawned call is dropped on its executor shortly after the aggregate returns.
+async fn was_cancelled(calls: &mock::Calls) -> bool {
+    let start = Instant::now();
+    while calls.in_flight() > 0 && start.elapsed() < Duration::from_secs(1) {
         futures_timer::Delay::new(Duration::from_millis(1)).await;
     }
-    done()
+    calls.in_flight() == 0 && calls.finished() == 0
 }
 
 fn yes_no(yes: bool) -> &'static str {
