@@ -196,8 +196,9 @@ async fn timed<T>(future: impl std::future::Future<Output = T>) -> (T, Duration)
     (output, start.elapsed())
 }
 
-/// Whether the mock's call was stopped (cancelled, or never started) rather than left to finish. Waits up to a second: a
-/// spawned call is dropped on its executor shortly after the aggregate returns.
+/// Whether the mock's call was stopped (cancelled, or never started) rather than left to
+/// finish. Waits up to a second: a spawned call is dropped on its executor shortly after the
+/// aggregate returns.
 async fn was_cancelled(calls: &mock::Calls) -> bool {
     let start = Instant::now();
     while calls.in_flight() > 0 && start.elapsed() < Duration::from_secs(1) {
