@@ -11,6 +11,9 @@
 //! cargo bench --all-features --bench memory
 //! ```
 
+// Without the runtime features the in-flight part has nothing to measure.
+#![cfg_attr(not(any(feature = "smol", feature = "tokio")), allow(dead_code))]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::Future;
 use std::sync::Arc;
@@ -122,81 +125,45 @@ fn row(what: &str, n: usize, before: Snapshot, during: Snapshot) {
     println!("| {what} | {n} | {live:.0} | {allocations:.1} |");
 }
 
+/// Spawns `n` aggregates with `spawn` on a fresh tokio runtime, waits until every call has
+/// started, prints the memory they hold, then tears everything down.
 #[cfg(feature = "tokio")]
-fn in_flight_tokio(n: usize) {
+fn in_flight_tokio<F>(
+    what: &str,
+    n: usize,
+    spawn: impl Fn(&tokio::runtime::Handle, Hangs, u64) -> F,
+) where
+    F: Future<Output = ()> + Send + 'static,
+{
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let started = Hangs::default();
-    let agg = Arc::new(
-        UserAggregator::builder(started.clone(), started.clone())
-            .executor(failfast::executor::Tokio::new(rt.handle().clone()))
-            .timer(failfast::timer::Tokio::new(rt.handle().clone()))
-            .timeout(TIMEOUT)
-            .build()
-            .unwrap(),
-    );
-    // Each aggregate is itself a spawned task, as in a server; its own task is part of the cost.
+    let mut handles = Vec::with_capacity(n);
     let before = snapshot();
-    let handles: Vec<_> = (0..n)
-        .map(|id| {
-            let agg = agg.clone();
-            rt.spawn(async move { agg.aggregate(&Context::background(), id as u64).await })
-        })
-        .collect();
+    for id in 0..n {
+        handles.push(rt.spawn(spawn(rt.handle(), started.clone(), id as u64)));
+    }
     wait_until(|| started.0.load(Ordering::SeqCst) == 2 * n);
-    row(
-        "tokio, failfast (incl. the caller's own task)",
-        n,
-        before,
-        snapshot(),
-    );
+    row(what, n, before, snapshot());
     for handle in &handles {
         handle.abort();
     }
     drop(handles);
-    drop(rt);
-
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let started = Hangs::default();
-    let before = snapshot();
-    let handles: Vec<_> = (0..n)
-        .map(|id| {
-            let (p, o) = (started.clone(), started.clone());
-            rt.spawn(async move {
-                let mut set = tokio::task::JoinSet::new();
-                let ctx = Context::background();
-                let c = ctx.clone();
-                set.spawn(async move { p.profile(c, id as u64).await.map(|_| ()) });
-                set.spawn(async move { o.order_count(ctx, id as u64).await.map(|_| ()) });
-                tokio::time::timeout(
-                    TIMEOUT,
-                    async move { while set.join_next().await.is_some() {} },
-                )
-                .await
-            })
-        })
-        .collect();
-    wait_until(|| started.0.load(Ordering::SeqCst) == 2 * n);
-    row(
-        "tokio, baseline JoinSet x2 + timeout (incl. the caller's task)",
-        n,
-        before,
-        snapshot(),
-    );
-    for handle in &handles {
-        handle.abort();
-    }
+    drop(rt); // waits for the aborted tasks to be dropped
 }
 
+/// The same on a fresh smol executor run by one thread.
 #[cfg(feature = "smol")]
-fn in_flight_smol(n: usize) {
+fn in_flight_smol<F>(
+    what: &str,
+    n: usize,
+    spawn: impl Fn(&Arc<smol::Executor<'static>>, Hangs, u64) -> F,
+) where
+    F: Future<Output = ()> + Send + 'static,
+{
     let ex = Arc::new(smol::Executor::new());
     let (stop, stopped) = smol::channel::bounded::<()>(1);
     let runner = ex.clone();
@@ -204,104 +171,70 @@ fn in_flight_smol(n: usize) {
         let _ = smol::block_on(runner.run(stopped.recv()));
     });
     let started = Hangs::default();
-    let agg = Arc::new(
-        UserAggregator::builder(started.clone(), started.clone())
-            .executor(failfast::executor::Smol::new(ex.clone()))
-            .timer(failfast::timer::AsyncIo)
-            .timeout(TIMEOUT)
-            .build()
-            .unwrap(),
-    );
+    let mut tasks = Vec::with_capacity(n);
     let before = snapshot();
-    let tasks: Vec<_> = (0..n)
-        .map(|id| {
-            let agg = agg.clone();
-            ex.spawn(async move { agg.aggregate(&Context::background(), id as u64).await })
-        })
-        .collect();
+    for id in 0..n {
+        tasks.push(ex.spawn(spawn(&ex, started.clone(), id as u64)));
+    }
     wait_until(|| started.0.load(Ordering::SeqCst) == 2 * n);
-    row(
-        "smol, failfast (incl. the caller's own task)",
-        n,
-        before,
-        snapshot(),
-    );
-    drop(tasks);
-
-    let started = Hangs::default();
-    let before = snapshot();
-    let tasks: Vec<_> = (0..n)
-        .map(|id| {
-            let (p, o, inner) = (started.clone(), started.clone(), ex.clone());
-            ex.spawn(async move {
-                let ctx = Context::background();
-                let c = ctx.clone();
-                let profile = inner.spawn(async move { p.profile(c, id as u64).await });
-                let count = inner.spawn(async move { o.order_count(ctx, id as u64).await });
-                futures::future::select(
-                    Box::pin(futures::future::try_join(profile, count)),
-                    async_io::Timer::after(TIMEOUT),
-                )
-                .await;
-            })
-        })
-        .collect();
-    wait_until(|| started.0.load(Ordering::SeqCst) == 2 * n);
-    row(
-        "smol, baseline spawn x2 + Timer (incl. the caller's task)",
-        n,
-        before,
-        snapshot(),
-    );
-    drop(tasks);
+    row(what, n, before, snapshot());
+    drop(tasks); // cancels them
     drop(stop);
     let _ = thread.join();
+    drop(ex);
 }
 
-/// Allocations and bytes of one completed aggregate, averaged over many.
-fn completed<F: Future>(what: &str, mut one: impl FnMut() -> F, block_on: impl Fn(F) -> F::Output) {
+/// Awaits `one()` 100 times to warm up, then `N` times between two snapshots.
+async fn measure<F: Future>(mut one: impl FnMut() -> F) -> (Snapshot, Snapshot) {
     const N: usize = 10_000;
     for _ in 0..100 {
-        block_on(one()); // warm-up: lazily initialised runtime state
+        std::hint::black_box(one().await);
     }
     let before = snapshot();
     for _ in 0..N {
-        block_on(one());
+        std::hint::black_box(one().await);
     }
-    let after = snapshot();
-    let allocations = (after.allocations - before.allocations) as f64 / N as f64;
-    let bytes = (after.allocated - before.allocated) as f64 / N as f64;
+    (before, snapshot())
+}
+
+/// Prints allocations and bytes per completed aggregate from [`measure`]'s snapshots.
+fn completed(what: &str, (before, after): (Snapshot, Snapshot)) {
+    const N: f64 = 10_000.0;
+    let allocations = (after.allocations - before.allocations) as f64 / N;
+    let bytes = (after.allocated - before.allocated) as f64 / N;
     println!("| {what} | {allocations:.1} | {bytes:.0} |");
+}
+
+/// The hand-written two calls, joined.
+fn calls(ctx: &Context) -> impl Future<Output = Result<(Profile, u32), BoxError>> + use<> {
+    futures::future::try_join(
+        Ready.profile(ctx.clone(), 1),
+        Ready.order_count(ctx.clone(), 1),
+    )
 }
 
 fn main() {
     if !std::env::args().any(|arg| arg == "--bench") {
         return; // `cargo test --benches`: nothing to check
     }
+    let ctx = Context::background();
 
     println!("## Allocations per completed aggregate (services answer at once)\n");
     println!("| executor + timer | allocations | bytes allocated |");
     println!("|---|---|---|");
-    let ctx = Context::background();
     let agg = UserAggregator::builder(Ready, Ready)
         .timeout(TIMEOUT)
         .build()
         .unwrap();
     completed(
         "inline + FuturesTimer: failfast",
-        || agg.aggregate(&ctx, 1),
-        futures::executor::block_on,
+        futures::executor::block_on(measure(|| agg.aggregate(&ctx, 1))),
     );
     completed(
         "inline + FuturesTimer: baseline try_join + select! on a Delay",
-        || async {
-            let calls = futures::future::try_join(
-                Ready.profile(ctx.clone(), 1),
-                Ready.order_count(ctx.clone(), 1),
-            );
-            futures::future::select(Box::pin(calls), futures_timer::Delay::new(TIMEOUT)).await;
-        },
-        futures::executor::block_on,
+        futures::executor::block_on(measure(|| {
+            futures::future::select(Box::pin(calls(&ctx)), futures_timer::Delay::new(TIMEOUT))
+        })),
     );
     #[cfg(feature = "tokio")]
     {
@@ -310,37 +243,37 @@ fn main() {
             .enable_all()
             .build()
             .unwrap();
+        let timer = failfast::timer::Tokio::new(rt.handle().clone());
         let agg = UserAggregator::builder(Ready, Ready)
-            .executor(failfast::executor::Tokio::new(rt.handle().clone()))
-            .timer(failfast::timer::Tokio::new(rt.handle().clone()))
-            .timeout(TIMEOUT)
-            .build()
-            .unwrap();
-        completed(
-            "tokio + Tokio timer: failfast",
-            || agg.aggregate(&ctx, 1),
-            |f| rt.block_on(f),
-        );
-        let agg = UserAggregator::builder(Ready, Ready)
-            .timer(failfast::timer::Tokio::new(rt.handle().clone()))
+            .timer(timer.clone())
             .timeout(TIMEOUT)
             .build()
             .unwrap();
         completed(
             "inline + Tokio timer: failfast",
-            || agg.aggregate(&ctx, 1),
-            |f| rt.block_on(f),
+            rt.block_on(measure(|| agg.aggregate(&ctx, 1))),
         );
         completed(
             "inline + Tokio timer: baseline timeout(try_join)",
-            || async {
-                let calls = futures::future::try_join(
-                    Ready.profile(ctx.clone(), 1),
-                    Ready.order_count(ctx.clone(), 1),
-                );
-                tokio::time::timeout(TIMEOUT, calls).await
-            },
-            |f| rt.block_on(f),
+            rt.block_on(measure(|| tokio::time::timeout(TIMEOUT, calls(&ctx)))),
+        );
+        let agg = UserAggregator::builder(Ready, Ready)
+            .executor(failfast::executor::Tokio::new(rt.handle().clone()))
+            .timer(timer)
+            .timeout(TIMEOUT)
+            .build()
+            .unwrap();
+        completed(
+            "tokio + Tokio timer: failfast",
+            rt.block_on(measure(|| agg.aggregate(&ctx, 1))),
+        );
+        completed(
+            "tokio + Tokio timer: baseline spawn x2 + timeout(try_join)",
+            rt.block_on(measure(|| {
+                let profile = tokio::spawn(Ready.profile(ctx.clone(), 1));
+                let count = tokio::spawn(Ready.order_count(ctx.clone(), 1));
+                tokio::time::timeout(TIMEOUT, futures::future::join(profile, count))
+            })),
         );
     }
     #[cfg(feature = "smol")]
@@ -354,8 +287,18 @@ fn main() {
             .unwrap();
         completed(
             "smol + AsyncIo: failfast",
-            || agg.aggregate(&ctx, 1),
-            |f| smol::block_on(ex.run(f)),
+            smol::block_on(ex.run(measure(|| agg.aggregate(&ctx, 1)))),
+        );
+        completed(
+            "smol + AsyncIo: baseline spawn x2 raced against a Timer",
+            smol::block_on(ex.run(measure(|| {
+                let profile = ex.spawn(Ready.profile(ctx.clone(), 1));
+                let count = ex.spawn(Ready.order_count(ctx.clone(), 1));
+                futures::future::select(
+                    futures::future::try_join(profile, count),
+                    async_io::Timer::after(TIMEOUT),
+                )
+            }))),
         );
     }
     #[cfg(feature = "async-std")]
@@ -368,19 +311,85 @@ fn main() {
             .unwrap();
         completed(
             "async-std + AsyncIo: failfast",
-            || agg.aggregate(&ctx, 1),
-            async_std::task::block_on,
+            async_std::task::block_on(measure(|| agg.aggregate(&ctx, 1))),
+        );
+        completed(
+            "async-std + AsyncIo: baseline spawn x2 + future::timeout",
+            async_std::task::block_on(measure(|| {
+                let profile = async_std::task::spawn(Ready.profile(ctx.clone(), 1));
+                let count = async_std::task::spawn(Ready.order_count(ctx.clone(), 1));
+                async_std::future::timeout(TIMEOUT, futures::future::try_join(profile, count))
+            })),
         );
     }
 
     println!("\n## Memory per in-flight aggregate (both services pending)\n");
+    println!("Each aggregate runs in its own spawned task, as in a server; the bench keeps its");
+    println!("handle (8 bytes). Both columns include that task and handle.\n");
     println!("| runtime | in flight | live bytes per aggregate | allocations per aggregate |");
     println!("|---|---|---|---|");
     for n in [10_000, 100_000] {
         #[cfg(feature = "smol")]
-        in_flight_smol(n);
+        {
+            in_flight_smol("smol: failfast Smol + AsyncIo", n, |ex, hangs, id| {
+                let agg = UserAggregator::builder(hangs.clone(), hangs)
+                    .executor(failfast::executor::Smol::new(ex.clone()))
+                    .timer(failfast::timer::AsyncIo)
+                    .timeout(TIMEOUT)
+                    .build()
+                    .unwrap();
+                async move {
+                    let _ = agg.aggregate(&Context::background(), id).await;
+                }
+            });
+            in_flight_smol("smol: baseline spawn x2 + Timer", n, |ex, hangs, id| {
+                let ex = ex.clone();
+                async move {
+                    let ctx = Context::background();
+                    let (p, o, c) = (hangs.clone(), hangs, ctx.clone());
+                    let profile = ex.spawn(async move { p.profile(c, id).await });
+                    let count = ex.spawn(async move { o.order_count(ctx, id).await });
+                    let calls = futures::future::try_join(profile, count);
+                    let _ =
+                        futures::future::select(Box::pin(calls), async_io::Timer::after(TIMEOUT))
+                            .await;
+                }
+            });
+        }
         #[cfg(feature = "tokio")]
-        in_flight_tokio(n);
+        {
+            in_flight_tokio(
+                "tokio: failfast Tokio + Tokio timer",
+                n,
+                |handle, hangs, id| {
+                    let agg = UserAggregator::builder(hangs.clone(), hangs)
+                        .executor(failfast::executor::Tokio::new(handle.clone()))
+                        .timer(failfast::timer::Tokio::new(handle.clone()))
+                        .timeout(TIMEOUT)
+                        .build()
+                        .unwrap();
+                    async move {
+                        let _ = agg.aggregate(&Context::background(), id).await;
+                    }
+                },
+            );
+            in_flight_tokio(
+                "tokio: baseline JoinSet x2 + timeout",
+                n,
+                |_, hangs, id| async move {
+                    let mut set = tokio::task::JoinSet::new();
+                    let ctx = Context::background();
+                    let (p, o) = (hangs.clone(), hangs);
+                    let c = ctx.clone();
+                    set.spawn(async move { p.profile(c, id).await.map(|_| ()) });
+                    set.spawn(async move { o.order_count(ctx, id).await.map(|_| ()) });
+                    let _ = tokio::time::timeout(TIMEOUT, async move {
+                        while set.join_next().await.is_some() {}
+                    })
+                    .await;
+                },
+            );
+        }
         let _ = n;
     }
 }

@@ -19,6 +19,7 @@
 //! Without `--all-features` only the groups that need no runtime feature run.
 
 use std::future::Future;
+#[cfg(any(feature = "tokio", feature = "smol", feature = "async-std"))]
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -296,9 +296,12 @@ where
 {
     /// Fetches the profile and the order count of `id` concurrently and combines them.
     ///
-    /// Both calls start at once, each with a child of `ctx` that carries the effective
-    /// deadline: the earlier of `ctx`'s deadline and the aggregator's timeout. The first of
-    /// these ends the aggregate:
+    /// Both calls are started at once (spawned, or polled together on
+    /// [`Inline`](crate::executor::Inline)), each with a child of `ctx` that carries the
+    /// effective deadline: the earlier of `ctx`'s deadline and the aggregator's timeout. A
+    /// service is called when its call is first polled, so if one call fails on its very first
+    /// poll the other service may never be called at all. The first of these ends the
+    /// aggregate:
     ///
     /// * both calls answer: `Ok(Dashboard)`;
     /// * a call fails or panics: that error, at once; the other call is cancelled;
@@ -331,6 +334,12 @@ where
     ///   runtime that is shutting down does;
     /// * [`AggregateError::Timer`] when the timer panics, as tokio's does once its runtime has
     ///   shut down.
+    ///
+    /// # Panics
+    ///
+    /// Panics of the services and of the timer are contained (see above). A panic in the
+    /// executor's own `spawn`, or in a logger, unwinds out of `aggregate` to the caller; the
+    /// calls already started are cancelled as it unwinds.
     ///
     /// # Cancellation
     ///

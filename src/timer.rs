@@ -112,8 +112,8 @@ impl Timer for FuturesTimer {
     type Sleep = FuturesTimerSleep;
 
     fn sleep(&self, duration: Duration) -> FuturesTimerSleep {
-        // futures-timer adds `duration` to `Instant::now()` without checking for overflow, so
-        // anything beyond a century (which no deadline needs) is treated as "never".
+        // futures-timer before 3.0.4 adds `duration` to `Instant::now()` without checking for
+        // overflow, so anything beyond a century (which no deadline needs) is "never".
         FuturesTimerSleep {
             delay: (duration < NEVER).then(|| futures_timer::Delay::new(duration)),
         }
@@ -197,7 +197,10 @@ impl Future for AsyncIoSleep {
 /// Sleeps are created inside the runtime's context, so this timer also works when the
 /// aggregate runs outside the runtime (with [`executor::Inline`](crate::executor::Inline)
 /// under another `block_on`), as long as the runtime was built with the time driver enabled
-/// (`enable_time()` or `enable_all()`). If tokio panics (time driver disabled, runtime shut
+/// (`enable_time()` or `enable_all()`) and its driver runs: a multi-thread runtime drives it
+/// on its workers, a current-thread runtime only while some thread is inside its `block_on`.
+/// Over a current-thread runtime that nobody drives, sleeps never fire, so only an answer or
+/// the caller's cancellation ends the aggregate. If tokio panics (time driver disabled, runtime shut
 /// down), the aggregate contains the panic and fails with
 /// [`AggregateError::Timer`](crate::AggregateError::Timer).
 ///
@@ -253,7 +256,12 @@ impl Timer for Tokio {
 
     fn sleep_until(&self, deadline: Instant) -> tokio::time::Sleep {
         let _runtime = self.handle.enter();
-        tokio::time::sleep_until(deadline.into())
+        // tokio rounds a deadline up to its next millisecond with an unchecked addition, which
+        // panics within a millisecond of the latest `Instant`; such a deadline is "never".
+        match deadline.checked_add(Duration::from_millis(1)) {
+            Some(_) => tokio::time::sleep_until(deadline.into()),
+            None => tokio::time::sleep(Duration::MAX), // clamped by tokio to its far future
+        }
     }
 
     fn now(&self) -> Instant {
