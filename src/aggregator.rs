@@ -123,7 +123,8 @@ impl<P, O> UserAggregator<P, O> {
     /// Starts configuring an aggregator over these two services.
     ///
     /// Defaults: timeout 2 s, [`executor::Inline`](crate::executor::Inline),
-    /// `timer::FuturesTimer`, the global `log` logger.
+    /// `timer::FuturesTimer` (without the `futures-timer` feature there is no default timer:
+    /// set one with [`timer`](UserAggregatorBuilder::timer)), the global `log` logger.
     ///
     /// # Examples
     ///
@@ -311,15 +312,17 @@ where
     /// "Cancelled" means the call's future is dropped (aborted, if it was spawned) and the
     /// context it was given is cancelled; it is not left running to finish on its own.
     ///
-    /// **Ties.** When several of these are ready at the same moment, they are decided in this
-    /// order: answers first (both calls having answered is a success even if the deadline or
+    /// **Ties.** When several of these are seen in the same poll (on
+    /// [`Inline`](crate::executor::Inline), everything due at the same instant is), they are
+    /// decided in this order: answers first (both calls having answered is a success even if the deadline or
     /// a cancellation is also due), then cancellation, then the deadline. Among the calls,
     /// the first error observed wins; if both calls have failed by the time the aggregate
     /// looks, the profile call's error is reported. A service error observed once `ctx` has
     /// been cancelled or the deadline has passed is reported as `Cancelled` or
     /// `DeadlineExceeded`: a service that honours its context fails *because* of them, and
     /// the cause is what the caller needs (the service's own error is logged at debug level).
-    /// Panics are always reported as panics.
+    /// Panics are never rewritten as `Cancelled` or `DeadlineExceeded`. Spawned calls report
+    /// through their own tasks, so an outcome due exactly at the deadline may arrive after it.
     ///
     /// # Errors
     ///
@@ -337,7 +340,8 @@ where
     ///
     /// # Panics
     ///
-    /// Panics of the services and of the timer are contained (see above). A panic in the
+    /// Panics of the services (polling or dropping them) and of the timer's sleep (creating or
+    /// polling it) are contained (see above). A panic in the
     /// executor's own `spawn`, or in a logger, unwinds out of `aggregate` to the caller; the
     /// calls already started are cancelled as it unwinds.
     ///

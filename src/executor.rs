@@ -188,6 +188,10 @@ impl Executor for Smol {
 
 /// Spawns calls on a tokio runtime.
 ///
+/// The runtime must run its tasks: a multi-thread runtime does on its workers, a
+/// current-thread runtime only while some thread is inside its `block_on`. If nothing runs
+/// them, the aggregate ends at its deadline.
+///
 /// # Examples
 ///
 /// ```

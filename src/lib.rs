@@ -36,7 +36,8 @@
 //!
 //! # Features
 //!
-//! * `futures-timer` (default): `timer::FuturesTimer`, the default timer.
+//! * `futures-timer` (default): `timer::FuturesTimer`, the default timer. Without it there is
+//!   no default timer: set one with `.timer(..)` on the builder and on each `mock::Mock`.
 //! * `smol`: `executor::Smol` and `timer::AsyncIo`.
 //! * `tokio`: `executor::Tokio` and `timer::Tokio`.
 //! * `async-std`: `executor::AsyncStd` and `timer::AsyncIo` (async-std is deprecated
@@ -45,10 +46,10 @@
 //! # Logging
 //!
 //! Records go through the [`log`] facade with key-values, target `failfast`: `debug` when an
-//! aggregate starts (`user_id`, `budget_ms`), as each call finishes (`service`, `elapsed_ms`)
-//! and when it succeeds; one `warn` when it fails, times out, is cancelled or a call panics
-//! (`error` with its causes, and `cancelled`: the calls it cancelled). The library never
-//! installs a logger.
+//! aggregate starts (`user_id`, `budget_ms`), as each call finishes (`service`, `elapsed_ms`,
+//! `error` if it failed) and when it succeeds; one `warn` when it fails, times out, is
+//! cancelled or a call panics (`error` with its causes, `cancelled`: the calls it cancelled,
+//! `elapsed_ms`). The library never installs a logger.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]

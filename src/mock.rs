@@ -179,7 +179,7 @@ impl<V, T> Mock<V, T> {
     }
 
     /// Sleeps on `timer`, such as a shared [`timer::Manual`](crate::timer::Manual) for virtual
-    /// time. Default: `timer::FuturesTimer`.
+    /// time. Default: `timer::FuturesTimer` (without the `futures-timer` feature, none: set one).
     ///
     /// # Examples
     ///

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use super::Timer;
 
 /// A virtual clock for tests: sleeps complete only when the test [`advance`](Manual::advance)s
-/// it, so timeout tests are exact, instant and deterministic on any executor.
+/// it, so timeout tests are exact and instant on any executor. On
+/// [`Inline`](crate::executor::Inline) they are fully deterministic; spawned calls run on
+/// their own threads, so a test waits for them (for example until
+/// [`sleepers`](Manual::sleepers) counts every party asleep) before advancing.
 ///
 /// The clock starts at the real `Instant::now()` of [`Manual::new`] and then stands still.
 /// Clones share the clock. Give the same `Manual` to the aggregator and to the mock services
