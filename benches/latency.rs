@@ -1,7 +1,8 @@
 //! Tail latencies that criterion's means hide, printed as percentile tables:
 //!
 //! 1. **Fail-fast latency**: from the moment the failing service returns its error to the
-//!    moment `aggregate` returns, while the sibling is still pending (it never answers).
+//!    moment `aggregate` returns, while the sibling is still pending (it never answers); next
+//!    to a hand-written aggregate that spawns both calls and `try_join`s their tasks.
 //! 2. **Deadline overshoot**: how late `DeadlineExceeded` arrives after the deadline, per
 //!    timer, with the machine idle and with every core busy. A negative value (early) is
 //!    counted separately and must be zero.
@@ -106,6 +107,44 @@ fn fail_fast<E: Executor>(name: &str, ex: E) {
     println!("| {name} | {n} | {p50:.1} | {p99:.1} | {max:.1} |");
 }
 
+/// A spawned call as a hand-written aggregate would await it: its task's result.
+#[cfg_attr(
+    not(any(feature = "smol", feature = "tokio", feature = "async-std")),
+    allow(dead_code)
+)]
+type Spawned = futures::future::BoxFuture<'static, Result<(), BoxError>>;
+
+/// The same measurement for a hand-written aggregate: both calls spawned with `spawn` (which
+/// returns a future of the task's result that cancels the task when dropped), joined with
+/// `try_join`.
+#[cfg_attr(
+    not(any(feature = "smol", feature = "tokio", feature = "async-std")),
+    allow(dead_code)
+)]
+fn fail_fast_baseline(name: &str, spawn: impl Fn(Spawned) -> Spawned) {
+    let n = samples();
+    let mut latencies = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (for_profile, for_orders) = (Context::background(), Context::background());
+        let profile = spawn(Box::pin(async move {
+            let service = FailsAfterAYield;
+            service.profile(for_profile, 1).await.map(drop)
+        }));
+        let orders = spawn(Box::pin(async move {
+            let service = Hangs;
+            OrderService::order_count(&service, for_orders, 1)
+                .await
+                .map(drop)
+        }));
+        let joined = futures::executor::block_on(futures::future::try_join(profile, orders));
+        let returned = nanos_since_base(Instant::now());
+        assert!(joined.is_err());
+        latencies.push(returned.saturating_sub(FAILED_AT.load(Ordering::SeqCst)));
+    }
+    let (p50, p99, max) = percentiles(&mut latencies);
+    println!("| {name} | {n} | {p50:.1} | {p99:.1} | {max:.1} |");
+}
+
 /// Measures deadline overshoot with `timer`: a 5 ms deadline, both services hanging, inline.
 fn overshoot<T: Timer>(name: &str, load: &str, timer: T) {
     const DEADLINE: Duration = Duration::from_millis(5);
@@ -130,6 +169,17 @@ fn overshoot<T: Timer>(name: &str, load: &str, timer: T) {
     }
     let (p50, p99, max) = percentiles(&mut late);
     println!("| {name} | {load} | {n} | {p50:.0} | {p99:.0} | {max:.0} | {early} |");
+}
+
+/// Aborts a tokio task when dropped (its `JoinHandle` would detach it).
+#[cfg(feature = "tokio")]
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+#[cfg(feature = "tokio")]
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Keeps every core busy until dropped.
@@ -188,7 +238,11 @@ fn main() {
         let thread = std::thread::spawn(move || {
             let _ = smol::block_on(runner.run(stopped.recv()));
         });
-        fail_fast("smol", executor::Smol::new(ex));
+        fail_fast("smol", executor::Smol::new(ex.clone()));
+        fail_fast_baseline("smol: baseline spawn x2 + try_join", |call| {
+            let task = ex.spawn(call); // a smol Task cancels when dropped
+            Box::pin(task)
+        });
         drop(stop);
         let _ = thread.join();
     }
@@ -200,9 +254,24 @@ fn main() {
             .build()
             .unwrap();
         fail_fast("tokio", executor::Tokio::new(rt.handle().clone()));
+        fail_fast_baseline("tokio: baseline spawn x2 + try_join", |call| {
+            let task = rt.spawn(call);
+            let abort = task.abort_handle();
+            let guard = AbortOnDrop(abort);
+            Box::pin(async move {
+                let _guard = guard;
+                task.await.map_err(BoxError::from)?
+            })
+        });
     }
     #[cfg(feature = "async-std")]
-    fail_fast("async-std", executor::AsyncStd);
+    {
+        fail_fast("async-std", executor::AsyncStd);
+        // async-std's JoinHandle detaches when dropped: the hanging calls are left behind.
+        fail_fast_baseline("async-std: baseline spawn x2 + try_join", |call| {
+            Box::pin(async_std::task::spawn(call))
+        });
+    }
 
     println!("\n## Deadline overshoot (µs after a 5 ms deadline; `early` must be 0)\n");
     println!("| timer | load | samples | p50 | p99 | max | early |");
