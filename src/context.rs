@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use event_listener::{Event, EventListener};
 
+use crate::sync::lock;
+
 /// A deadline and a cancellation signal, passed as the first argument to every call.
 ///
 /// This is Go's `context.Context` for failfast. A context is cheap to clone; clones share the
@@ -418,14 +420,6 @@ impl Drop for Node {
             parent = Arc::into_inner(node).and_then(|mut node| node._parent.take());
         }
     }
-}
-
-/// Locks `mutex`, ignoring poisoning: the guarded data is a list of weak pointers that no
-/// panic can leave half-updated.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

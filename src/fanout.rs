@@ -137,8 +137,11 @@ impl<'a, E: Executor, T: Timer> FanOut<'a, E, T> {
         // its type: proving `Send` for it through `F`'s bounds hits rustc's higher-ranked
         // lifetime limitation (rust-lang/rust#64552).
         let state = if TypeId::of::<E>() == TypeId::of::<Inline>() {
-            // The built-in inline executor would hand the task straight back: poll the call in
-            // place, with no channel and no abort handle (dropping it is cancelling it).
+            // `Inline` always hands its task back, and the channel and abort handle that a
+            // spawned task needs are built before `spawn` can say so: for the built-in one,
+            // known up front, poll the call in place without them (dropping it is cancelling
+            // it). Any other executor that hands tasks back takes the general path below,
+            // which is correct, only one channel and one abort handle per call dearer.
             State::Inline(Box::pin(guarded))
         } else {
             let (tx, rx) = oneshot::channel();
@@ -226,7 +229,8 @@ impl<'a, E: Executor, T: Timer> FanOut<'a, E, T> {
     }
 
     /// Reports a service error caused by the caller's cancellation or the deadline as that
-    /// cause, then logs how the fan-out ended.
+    /// cause, then logs how the fan-out ended. The child context is cancelled when the
+    /// `FanOut` drops.
     fn settle<R>(&self, result: Result<R, AggregateError>) -> Result<R, AggregateError> {
         let result = match result {
             Err(AggregateError::Service { .. }) if self.parent.is_cancelled() => {
@@ -241,11 +245,6 @@ impl<'a, E: Executor, T: Timer> FanOut<'a, E, T> {
             }
             other => other,
         };
-        self.finish(result)
-    }
-
-    /// Logs how the fan-out ended. The child context is cancelled when the `FanOut` drops.
-    fn finish<R>(&self, result: Result<R, AggregateError>) -> Result<R, AggregateError> {
         if let Err(error) = &result {
             let cancelled = self.pending_names();
             log::warn!(

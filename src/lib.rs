@@ -61,6 +61,7 @@ mod error;
 mod fanout;
 mod logger;
 mod service;
+mod sync;
 
 pub mod executor;
 pub mod mock;

@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::sync::lock;
 use crate::timer::{DefaultTimer, Timer};
 use crate::{BoxError, Context, OrderService, Profile, ProfileService, UserId};
 
@@ -338,19 +339,11 @@ impl Calls {
     /// assert!(failfast::mock::orders(5).calls().last_context().is_none());
     /// ```
     pub fn last_context(&self) -> Option<Context> {
-        self.inner
-            .last_context
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        lock(&self.inner.last_context).clone()
     }
 
     fn start(&self, ctx: Context) -> CallGuard {
-        *self
-            .inner
-            .last_context
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(ctx);
+        *lock(&self.inner.last_context) = Some(ctx);
         self.inner.started.fetch_add(1, Ordering::SeqCst);
         CallGuard {
             calls: Some(self.clone()),

@@ -6,12 +6,8 @@ mod common;
 use std::pin::pin;
 use std::time::{Duration, Instant};
 
-use common::{drive_for, drive_until, eventually, finish, on_every_executor};
+use common::{drive_for, drive_until, eventually, finish, ms, on_every_executor};
 use failfast::{AggregateError, BuildError, Context, UserAggregator, mock, timer::Manual};
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
 
 on_every_executor!(
     async fn slow_poke_exceeds_the_deadline_at_exactly_one_second(ex) {

@@ -55,6 +55,55 @@ fn a_closure_is_an_executor() {
     assert_eq!(dashboard.orders, 5);
 }
 
+/// An executor of its own that declines every task, like `Inline`, but through the general
+/// hand-back path rather than failfast's shortcut for the built-in one.
+#[derive(Clone)]
+struct HandsBack;
+
+impl failfast::Executor for HandsBack {
+    fn spawn<F>(&self, task: F) -> Option<F>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        Some(task)
+    }
+}
+
+#[test]
+fn an_executor_that_hands_tasks_back_runs_them_in_place_and_fails_fast() {
+    let agg = UserAggregator::builder(mock::profile("Alice"), mock::orders(5))
+        .executor(HandsBack)
+        .build()
+        .unwrap();
+    let dashboard = futures::executor::block_on(agg.aggregate(&Context::background(), 1)).unwrap();
+    assert_eq!(dashboard.to_string(), "User: Alice | Orders: 5");
+
+    let orders = mock::orders(5).delay(Duration::from_secs(10));
+    let order_calls = orders.calls();
+    let agg = UserAggregator::builder(
+        mock::profile("Alice")
+            .delay(Duration::from_millis(20))
+            .fail("down"),
+        orders,
+    )
+    .executor(HandsBack)
+    .build()
+    .unwrap();
+    let start = Instant::now();
+    let err = futures::executor::block_on(agg.aggregate(&Context::background(), 1)).unwrap_err();
+    assert_eq!(err.service(), Some("profile"));
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        order_calls.cancelled(),
+        1,
+        "the handed-back orders call was dropped"
+    );
+}
+
 #[test]
 fn an_executor_that_drops_tasks_is_reported_not_hung() {
     let agg = UserAggregator::builder(mock::profile("Alice"), mock::orders(5))

@@ -6,12 +6,8 @@ use std::error::Error as _;
 use std::pin::pin;
 use std::time::{Duration, Instant};
 
-use common::{drive_until, eventually, finish, on_every_executor};
+use common::{drive_until, eventually, finish, ms, on_every_executor};
 use failfast::{AggregateError, Context, UserAggregator, mock, timer::Manual};
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
 
 on_every_executor!(
     async fn both_calls_are_in_flight_at_once(ex) {

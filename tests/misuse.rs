@@ -13,7 +13,7 @@ use std::sync::{Arc, Barrier, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{HANG, drive_for, drive_until, eventually, finish, on_every_executor};
+use common::{HANG, drive_for, drive_until, eventually, finish, ms, on_every_executor};
 use failfast::mock::{Calls, Mock};
 use failfast::timer::Manual;
 use failfast::{
@@ -22,10 +22,6 @@ use failfast::{
 use futures::FutureExt;
 use futures::executor::block_on;
 use futures::future::{BoxFuture, FusedFuture};
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
 
 /// The latest `Instant` this platform can represent.
 fn end_of_time() -> Instant {

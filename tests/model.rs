@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures::FutureExt;
 
-use common::on_every_executor;
+use common::{ms, on_every_executor};
 use failfast::executor::{Executor, Inline};
 use failfast::mock::{Calls, Mock};
 use failfast::timer::Manual;
@@ -884,10 +884,6 @@ impl fmt::Display for Stats {
 
 // ---------------------------------------------------------------------------------------------
 // Plumbing
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
 
 /// A number from the environment, if set.
 fn env(name: &str) -> Option<u64> {

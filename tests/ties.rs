@@ -6,15 +6,11 @@ mod common;
 use std::pin::pin;
 use std::time::Duration;
 
-use common::{drive_until, finish, on_every_executor};
+use common::{drive_until, finish, ms, on_every_executor};
 use failfast::{
     AggregateError, BoxError, Context, OrderService, Timer, UserAggregator, UserId, mock,
     timer::Manual,
 };
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
 
 #[test]
 fn answers_due_with_the_deadline_win_over_it() {

@@ -4,11 +4,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use super::Timer;
+use crate::sync::lock;
 
 /// A virtual clock for tests: sleeps complete only when the test [`advance`](Manual::advance)s
 /// it, so timeout tests are exact and instant on any executor. On
@@ -272,11 +273,4 @@ impl fmt::Debug for ManualSleep {
             .field("deadline", &self.deadline)
             .finish_non_exhaustive()
     }
-}
-
-/// Locks the clock, ignoring poisoning: every update leaves it consistent.
-fn lock(clock: &Mutex<Clock>) -> MutexGuard<'_, Clock> {
-    clock
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

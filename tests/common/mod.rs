@@ -169,6 +169,11 @@ pub async fn eventually(what: &str, condition: impl Fn() -> bool) {
     }
 }
 
+/// `n` milliseconds.
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
 /// A short real-time pause that works under any executor.
 async fn nap() {
     futures_timer::Delay::new(Duration::from_millis(1)).await;
