@@ -160,11 +160,8 @@ async fn scenarios<E: Executor + Clone>(ex: E, name: &str) -> bool {
         yes_no(cancelled)
     );
     ok &= matches!(
-        result,
-        Err(AggregateError::Service {
-            service: "profile",
-            ..
-        })
+        &result,
+        Err(AggregateError::Service { service, .. }) if service == "profile"
     ) && cancelled;
 
     ok

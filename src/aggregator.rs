@@ -1,14 +1,18 @@
-//! [`UserAggregator`]: the kata's dashboard, built from two services with fail-fast semantics.
+//! [`UserAggregator`]: the kata's dashboard, built from two services with fail-fast semantics,
+//! as a short client of the public [`FailFast`] group.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::try_join;
+
 use crate::executor::{Executor, Inline};
-use crate::fanout::FanOut;
-use crate::logger::Logger;
+use crate::records::Logger;
 use crate::timer::{DefaultTimer, Timer};
-use crate::{AggregateError, BuildError, Context, OrderService, Profile, ProfileService, UserId};
+use crate::{
+    AggregateError, BuildError, Context, FailFast, OrderService, Profile, ProfileService, UserId,
+};
 
 /// The default of [`UserAggregatorBuilder::timeout`].
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -85,10 +89,8 @@ impl fmt::Display for Dashboard {
 pub struct UserAggregator<P, O, E = Inline, T = DefaultTimer> {
     profiles: Arc<P>,
     orders: Arc<O>,
-    executor: E,
-    timer: T,
+    ff: FailFast<E, T>,
     timeout: Duration,
-    logger: Logger,
 }
 
 /// Configures a [`UserAggregator`]: Go's functional options, as a builder.
@@ -280,10 +282,15 @@ impl<P, O, E, T> UserAggregatorBuilder<P, O, E, T> {
         Ok(UserAggregator {
             profiles: Arc::new(self.profiles),
             orders: Arc::new(self.orders),
-            executor: self.executor,
-            timer: self.timer,
+            ff: FailFast {
+                executor: self.executor,
+                timer: self.timer,
+                timeout: Some(self.timeout),
+                limit: None,
+                logger: self.logger,
+                observer: None,
+            },
             timeout: self.timeout,
-            logger: self.logger,
         })
     }
 }
@@ -297,12 +304,13 @@ where
 {
     /// Fetches the profile and the order count of `id` concurrently and combines them.
     ///
-    /// Both calls are started at once (spawned, or polled together on
+    /// It is a [`Group`](crate::Group) of two calls, `"profile"` and `"orders"`, joined with
+    /// `try_join`: both are started at once (spawned, or polled together on
     /// [`Inline`](crate::executor::Inline)), each with a child of `ctx` that carries the
     /// effective deadline: the earlier of `ctx`'s deadline and the aggregator's timeout. A
-    /// service is called when its call is first polled, so if one call fails on its very first
-    /// poll the other service may never be called at all. The first of these ends the
-    /// aggregate:
+    /// service is called when its call is first polled, so if the profile call fails on its
+    /// very first poll on `Inline`, the Order service is never called at all. The first of
+    /// these ends the aggregate:
     ///
     /// * both calls answer: `Ok(Dashboard)`;
     /// * a call fails or panics: that error, at once; the other call is cancelled;
@@ -314,10 +322,11 @@ where
     ///
     /// **Ties.** When several of these are seen in the same poll (on
     /// [`Inline`](crate::executor::Inline), everything due at the same instant is), they are
-    /// decided in this order: answers first (both calls having answered is a success even if the deadline or
-    /// a cancellation is also due), then cancellation, then the deadline. Among the calls,
-    /// the first error observed wins; if both calls have failed by the time the aggregate
-    /// looks, the profile call's error is reported. A service error observed once `ctx` has
+    /// decided in this order: a call's failure, then answers (both calls having answered is a
+    /// success even if the deadline or a cancellation is also due), then cancellation, then
+    /// the deadline. If both calls fail in the same poll, the profile call's error is
+    /// reported; spawned calls report from their own tasks, so there the first failure to
+    /// arrive wins. A service error observed once `ctx` has
     /// been cancelled or the deadline has passed is reported as `Cancelled` or
     /// `DeadlineExceeded`: a service that honours its context fails *because* of them, and
     /// the cause is what the caller needs (the service's own error is logged at debug level).
@@ -367,7 +376,8 @@ where
     /// # futures::executor::block_on(async {
     /// let start = Instant::now();
     /// let err = agg.aggregate(&Context::background(), 42).await.unwrap_err();
-    /// assert!(matches!(err, AggregateError::Service { service: "profile", .. }));
+    /// assert!(matches!(err, AggregateError::Service { .. }));
+    /// assert_eq!(err.service(), Some("profile"));
     /// assert!(start.elapsed() < Duration::from_secs(1));
     /// assert_eq!(calls.finished(), 0); // the Orders call never completed
     /// assert_eq!(calls.in_flight(), 0); // and nothing was left running
@@ -375,24 +385,17 @@ where
     /// # Ok::<_, Box<dyn std::error::Error>>(())
     /// ```
     pub async fn aggregate(&self, ctx: &Context, id: UserId) -> Result<Dashboard, AggregateError> {
-        let fanout = FanOut::start(
-            ctx,
-            Some(self.timeout),
-            &self.executor,
-            &self.timer,
-            &self.logger,
-            id,
-        )?;
-        let profiles = Arc::clone(&self.profiles);
-        let profile = fanout.call("profile", move |ctx| async move {
-            profiles.profile(ctx, id).await
-        });
-        let orders = Arc::clone(&self.orders);
-        let order_count = fanout.call("orders", move |ctx| async move {
-            orders.order_count(ctx, id).await
-        });
-        let (profile, orders) = fanout
-            .run(futures::future::try_join(profile, order_count))
+        let group = self.ff.group(ctx).log_field("user_id", id);
+        let (profiles, orders) = (Arc::clone(&self.profiles), Arc::clone(&self.orders));
+        let (profile, orders) = group
+            .run(try_join(
+                group.call("profile", move |ctx| async move {
+                    profiles.profile(ctx, id).await
+                }),
+                group.call("orders", move |ctx| async move {
+                    orders.order_count(ctx, id).await
+                }),
+            ))
             .await?;
         Ok(Dashboard { profile, orders })
     }
@@ -416,10 +419,7 @@ where
 impl<P, O, E: fmt::Debug, T: fmt::Debug> fmt::Debug for UserAggregator<P, O, E, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UserAggregator")
-            .field("timeout", &self.timeout)
-            .field("executor", &self.executor)
-            .field("timer", &self.timer)
-            .field("logger", &self.logger)
+            .field("ff", &self.ff)
             .finish_non_exhaustive()
     }
 }

@@ -1,112 +1,159 @@
-//! [`AggregateError`] and [`BuildError`].
+//! [`Error`] (also named [`AggregateError`]) and [`BuildError`].
 
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A boxed error as returned by services: any error, `Send + Sync + 'static`.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// Why an aggregate failed.
+/// A service's own error, shared: it is what [`Error::Service`] keeps as its
+/// [`source`](std::error::Error::source).
+///
+/// Shared rather than boxed because a failure has two readers: the call's own future (so that
+/// your join stops) and the group (which returns the first failure whatever your join does).
+/// `err.source()` is the service's error itself, so `downcast_ref` works as usual.
+pub type SharedError = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a group (or an aggregate) failed, or why one call did.
 ///
 /// Every variant says *what* failed; a service's own error is kept as the
-/// [`source`](std::error::Error::source), so an error reporter that walks the chain prints both.
+/// [`source`](std::error::Error::source), so an error reporter that walks the chain prints
+/// both. The alternate form `{:#}` prints the whole chain on one line:
 ///
 /// # Examples
 ///
 /// ```
 /// use std::error::Error as _;
-/// use failfast::AggregateError;
+/// use failfast::Error;
 ///
-/// let err = AggregateError::Service { service: "orders", source: "connection refused".into() };
+/// let err = Error::service_failed("orders", "connection refused");
 /// assert_eq!(err.to_string(), "orders service failed");
+/// assert_eq!(format!("{err:#}"), "orders service failed: connection refused");
 /// assert_eq!(err.source().unwrap().to_string(), "connection refused");
 /// assert_eq!(err.service(), Some("orders"));
 /// ```
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub enum AggregateError {
-    /// The effective deadline (the earlier of the caller's context deadline and the
-    /// aggregator's timeout) passed before every call had answered.
-    #[error("deadline exceeded after {elapsed:.1?}")]
+pub enum Error {
+    /// The effective deadline (the earliest of the caller's context deadline and the group's
+    /// timeout) passed before the group finished.
     DeadlineExceeded {
-        /// Time from the start of the aggregate until it gave up, as measured by its timer.
+        /// Time from the start of the group until it gave up, as measured by its timer.
         elapsed: Duration,
     },
     /// The caller's context was cancelled.
-    #[error("cancelled by the caller after {elapsed:.1?}")]
     Cancelled {
-        /// Time from the start of the aggregate until it gave up, as measured by its timer.
+        /// Time from the start of the group until it gave up, as measured by its timer.
         elapsed: Duration,
     },
-    /// A service returned an error. This is the first error observed; the other calls were
-    /// cancelled.
-    #[error("{service} service failed")]
+    /// A call's service returned an error. This is the first failure of a required call; the
+    /// other calls were cancelled.
     Service {
-        /// Which call failed: `"profile"` or `"orders"` for a [`UserAggregator`](crate::UserAggregator).
-        service: &'static str,
+        /// Which call failed: its name, such as `"profile"` or `"shard-3"`.
+        service: Cow<'static, str>,
         /// The service's own error.
-        #[source]
-        source: BoxError,
+        source: SharedError,
     },
-    /// A service panicked. The panic was caught where the call ran; the other calls were
-    /// cancelled.
-    #[error("{service} service panicked: {message}")]
+    /// A call's service panicked (while it was made, polled or dropped). The panic was caught
+    /// where the call ran; the other calls were cancelled.
     Panicked {
         /// Which call panicked.
-        service: &'static str,
+        service: Cow<'static, str>,
         /// The panic message, when the payload was a string; otherwise a placeholder.
         message: String,
     },
-    /// The timer failed: it panicked while creating or polling the deadline's sleep (tokio's
-    /// timer does once its runtime has shut down), so the deadline cannot be enforced.
-    #[error("timer failed: {message}")]
+    /// A call's own timeout (set with [`Call::timeout`](crate::Call::timeout)) passed before
+    /// it answered; the call was cancelled.
+    TimedOut {
+        /// Which call timed out.
+        service: Cow<'static, str>,
+        /// The call's own timeout.
+        timeout: Duration,
+    },
+    /// The timer failed: it panicked while creating or polling a sleep (tokio's timer does once
+    /// its runtime has shut down), so a deadline cannot be enforced.
     Timer {
         /// The timer's panic message.
         message: String,
     },
     /// The executor dropped a call's task before it finished (typically because the runtime
     /// was shutting down), so it can never answer.
-    #[error("{service} task was dropped by the executor before it finished")]
     Dropped {
         /// Which call was lost.
-        service: &'static str,
+        service: Cow<'static, str>,
+    },
+    /// The group was used in a way that cannot work, such as running it twice or awaiting a
+    /// call of a group that has already finished. The message says what happened.
+    Misuse {
+        /// What was done, and what to do instead.
+        message: &'static str,
     },
 }
 
-impl AggregateError {
+/// The name the kata uses for [`Error`]: `UserAggregator::aggregate` returns it.
+pub type AggregateError = Error;
+
+impl Error {
+    /// A [`Service`](Error::Service) error for the call `service`, for tests and fakes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let err = failfast::Error::service_failed("profile", "profile db down");
+    /// assert_eq!(format!("{err:#}"), "profile service failed: profile db down");
+    /// ```
+    pub fn service_failed(
+        service: impl Into<Cow<'static, str>>,
+        source: impl Into<BoxError>,
+    ) -> Error {
+        Error::Service {
+            service: service.into(),
+            source: Arc::from(source.into()),
+        }
+    }
+
     /// The name of the call this error is about, if it is about one call.
     ///
     /// # Examples
     ///
     /// ```
     /// use std::time::Duration;
-    /// use failfast::AggregateError;
+    /// use failfast::Error;
     ///
-    /// let err = AggregateError::DeadlineExceeded { elapsed: Duration::from_secs(1) };
+    /// assert_eq!(Error::service_failed("shard-7", "down").service(), Some("shard-7"));
+    /// let err = Error::DeadlineExceeded { elapsed: Duration::from_secs(1) };
     /// assert_eq!(err.service(), None);
     /// ```
-    pub fn service(&self) -> Option<&'static str> {
+    #[doc(alias = "name")]
+    pub fn service(&self) -> Option<&str> {
         match self {
-            AggregateError::Service { service, .. }
-            | AggregateError::Panicked { service, .. }
-            | AggregateError::Dropped { service } => Some(service),
-            AggregateError::DeadlineExceeded { .. }
-            | AggregateError::Cancelled { .. }
-            | AggregateError::Timer { .. } => None,
+            Error::Service { service, .. }
+            | Error::Panicked { service, .. }
+            | Error::TimedOut { service, .. }
+            | Error::Dropped { service } => Some(service),
+            Error::DeadlineExceeded { .. }
+            | Error::Cancelled { .. }
+            | Error::Timer { .. }
+            | Error::Misuse { .. } => None,
         }
     }
 
-    /// Whether the deadline passed: Go's `errors.Is(err, context.DeadlineExceeded)`.
+    /// Whether the group's deadline passed: Go's `errors.Is(err, context.DeadlineExceeded)`.
+    ///
+    /// A call's own timeout is [`Error::TimedOut`] instead: it names the call.
     ///
     /// # Examples
     ///
     /// ```
     /// use std::time::Duration;
-    /// use failfast::AggregateError;
+    /// use failfast::Error;
     ///
-    /// assert!(AggregateError::DeadlineExceeded { elapsed: Duration::ZERO }.is_deadline_exceeded());
+    /// assert!(Error::DeadlineExceeded { elapsed: Duration::ZERO }.is_deadline_exceeded());
     /// ```
     pub fn is_deadline_exceeded(&self) -> bool {
-        matches!(self, AggregateError::DeadlineExceeded { .. })
+        matches!(self, Error::DeadlineExceeded { .. })
     }
 
     /// Whether the caller cancelled: Go's `errors.Is(err, context.Canceled)`.
@@ -115,12 +162,62 @@ impl AggregateError {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use failfast::AggregateError;
+    /// use failfast::Error;
     ///
-    /// assert!(AggregateError::Cancelled { elapsed: Duration::ZERO }.is_cancelled());
+    /// assert!(Error::Cancelled { elapsed: Duration::ZERO }.is_cancelled());
     /// ```
     pub fn is_cancelled(&self) -> bool {
-        matches!(self, AggregateError::Cancelled { .. })
+        matches!(self, Error::Cancelled { .. })
+    }
+
+    /// Whether this is a failure of one call rather than of the group as a whole: a service
+    /// error, a panic, the call's own timeout or a task lost by the executor.
+    pub(crate) fn is_call_failure(&self) -> bool {
+        self.service().is_some()
+    }
+}
+
+impl fmt::Display for Error {
+    /// The error alone; with `{:#}`, followed by each of its sources: `outer: inner: ...`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::DeadlineExceeded { elapsed } => {
+                write!(f, "deadline exceeded after {elapsed:.1?}")?
+            }
+            Error::Cancelled { elapsed } => {
+                write!(f, "cancelled by the caller after {elapsed:.1?}")?
+            }
+            Error::Service { service, .. } => write!(f, "{service} service failed")?,
+            Error::Panicked { service, message } => {
+                write!(f, "{service} service panicked: {message}")?
+            }
+            Error::TimedOut { service, timeout } => {
+                write!(f, "{service} service timed out after {timeout:.1?}")?
+            }
+            Error::Timer { message } => write!(f, "timer failed: {message}")?,
+            Error::Dropped { service } => write!(
+                f,
+                "{service} task was dropped by the executor before it finished"
+            )?,
+            Error::Misuse { message } => f.write_str(message)?,
+        }
+        if f.alternate() {
+            let mut source = std::error::Error::source(self);
+            while let Some(cause) = source {
+                write!(f, ": {cause}")?;
+                source = cause.source();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Service { source, .. } => Some(&**source),
+            _ => None,
+        }
     }
 }
 
@@ -130,14 +227,11 @@ impl AggregateError {
 ///
 /// ```
 /// use std::time::Duration;
-/// use failfast::{mock, BuildError, UserAggregator};
+/// use failfast::{BuildError, FailFast};
 ///
-/// let err = UserAggregator::builder(mock::profile("Alice"), mock::orders(5))
-///     .timeout(Duration::ZERO)
-///     .build()
-///     .unwrap_err();
-/// assert_eq!(err, BuildError::ZeroTimeout);
-/// assert_eq!(err.to_string(), "timeout must be greater than zero");
+/// let err = FailFast::builder().limit(0).build().unwrap_err();
+/// assert_eq!(err, BuildError::ZeroLimit);
+/// assert_eq!(err.to_string(), "limit must be greater than zero");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -145,6 +239,9 @@ pub enum BuildError {
     /// `timeout(Duration::ZERO)`: every call would fail before it started.
     #[error("timeout must be greater than zero")]
     ZeroTimeout,
+    /// `limit(0)`: no call could ever start.
+    #[error("limit must be greater than zero")]
+    ZeroLimit,
 }
 
 /// Renders a panic payload the way the standard library's hook does.

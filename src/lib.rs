@@ -1,12 +1,38 @@
 //! Fail-fast fan-out for async Rust: Go's errgroup + context, on any executor.
 //!
-//! A [`UserAggregator`] asks a [`ProfileService`] and an [`OrderService`] for a user's data
-//! concurrently and answers `User: Alice | Orders: 5`. If either call fails or panics, or the
-//! deadline passes, or the caller cancels, it answers at once with an [`AggregateError`] that
-//! names the cause, and cancels the call still in flight: its future is dropped, not left to
-//! finish. It runs the same way inline (no spawn), on async-std, smol and tokio.
+//! A [`Group`] runs named calls of any types concurrently. The first failure (an error, a
+//! panic, a call's own timeout), the group's deadline or the caller's cancellation ends it at
+//! once with an [`Error`] that names the cause, and every call still in flight is cancelled:
+//! its future is dropped, not left to finish. It runs the same way inline (no spawn), on
+//! async-std, smol and tokio, and in virtual time for tests.
 //!
 //! # Examples
+//!
+//! ```
+//! use std::time::Duration;
+//! use failfast::{BoxError, Context, FailFast};
+//! use futures::future::try_join3;
+//!
+//! # async fn profile(_: Context) -> Result<&'static str, BoxError> { Ok("Alice") }
+//! # async fn orders(_: Context) -> Result<u32, BoxError> { Ok(5) }
+//! # async fn recs(_: Context) -> Result<Vec<&'static str>, BoxError> { Err("recs down".into()) }
+//! let ff = FailFast::builder().timeout(Duration::from_secs(1)).build()?;
+//! # futures::executor::block_on(async {
+//! let group = ff.group(&Context::background());
+//! let (name, count, recs) = group
+//!     .run(try_join3(
+//!         group.call("profile", profile),
+//!         group.call("orders", orders),
+//!         group.call("recs", recs).timeout(Duration::from_millis(50)).optional(),
+//!     ))
+//!     .await?;
+//! assert_eq!((name, count, recs), ("Alice", 5, None)); // recs failed on its own: optional
+//! # Ok::<_, failfast::Error>(()) })?;
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The kata that started the crate, a [`UserAggregator`] over a [`ProfileService`] and an
+//! [`OrderService`], is a short client of the group:
 //!
 //! ```
 //! use std::time::Duration;
@@ -26,13 +52,16 @@
 //!
 //! | Go | failfast |
 //! |---|---|
-//! | `errgroup.WithContext` + `g.Go` + `g.Wait` | [`UserAggregator::aggregate`]: fan out, race the deadline, abort the rest on the first error |
-//! | `ctx context.Context` first argument | `&Context` first argument: deadline + cancellation, parent to child |
-//! | `context.WithTimeout`, `WithCancel` | [`Context::with_timeout`], [`Context::with_cancel`], builder `.timeout(d)`; the earlier deadline wins |
-//! | `context.DeadlineExceeded` | [`AggregateError::DeadlineExceeded`] |
-//! | functional options `New(WithTimeout(2*time.Second))` | `UserAggregator::builder(p, o).timeout(..).build()` |
+//! | `errgroup.WithContext(ctx)` | [`FailFast::group`]`(&ctx)`, settings made once with [`FailFast::builder`] |
+//! | `g.Go(func() error {..})` | [`Group::call`]`(name, \|ctx\| async {..})`: typed results, named in errors |
+//! | `g.Wait()` | [`Group::run`]`(join)`: returns at the first failure, cancelling the rest |
+//! | `g.SetLimit(n)` | [`FailFastBuilder::limit`]`(n)` |
+//! | `ctx context.Context` first argument | `Context` first argument: deadline + cancellation, parent to child |
+//! | `context.WithTimeout`, `WithCancel` | [`Context::with_timeout`], [`Context::with_cancel`], builder `.timeout(d)`, [`Call::timeout`]; the earlier deadline wins |
+//! | `context.DeadlineExceeded` | [`Error::DeadlineExceeded`] |
+//! | functional options `New(WithTimeout(2*time.Second))` | `FailFast::builder().timeout(..).build()` |
 //! | `log/slog` | the `log` facade with key-values, target `failfast` |
-//! | a goroutine's panic crashes the process | [`AggregateError::Panicked`], the other call cancelled |
+//! | a goroutine's panic crashes the process | [`Error::Panicked`], the other calls cancelled |
 //!
 //! # Features
 //!
@@ -45,31 +74,51 @@
 //!
 //! # Logging
 //!
-//! Records go through the [`log`] facade with key-values, target `failfast`: `debug` when an
-//! aggregate starts (`user_id`, `budget_ms`), as each call finishes (`service`, `elapsed_ms`,
-//! `error` if it failed) and when it succeeds; one `warn` when it fails, times out, is
-//! cancelled or a call panics (`error` with its causes, `cancelled`: the calls it cancelled,
-//! `elapsed_ms`). The library never installs a logger.
+//! Records go through the [`log`](https://docs.rs/log) facade with key-values, target
+//! `failfast`, each carrying `group_id` and the fields given with [`Group::log_field`] (the
+//! kata adds `user_id`):
+//!
+//! * `debug` when a group starts (`calls`, `budget_ms` when there is a deadline), as each call
+//!   finishes (`service`, `elapsed_ms`, and `error` if it failed: `fetch finished`,
+//!   `fetch failed`, `fetch cancelled`), and when the group succeeds (`elapsed_ms`);
+//! * `info` when an optional call fails (`service`, `elapsed_ms`, `error`);
+//! * one `warn` when a group fails, times out or is cancelled (`error` with its causes,
+//!   `elapsed_ms`, and `cancelled`: the calls it cancelled, when there were any), or could
+//!   not start because the context was already cancelled or past its deadline; a `warn`
+//!   when a deadline's timer did not fire or an executor never polled its calls.
+//!
+//! Dropping `run` logs `group dropped by the caller` at `debug`. The library never installs a
+//! logger. The key-values are only printed by a logger that supports them: env_logger needs
+//! its `kv` feature, or records read bare (`fetch finished`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod aggregator;
+mod call;
 mod context;
 mod error;
-mod fanout;
-mod logger;
+mod fail_fast;
+mod group;
+mod observer;
+mod records;
 mod service;
+mod state;
 mod sync;
+mod task;
 
 pub mod executor;
 pub mod mock;
 pub mod timer;
 
 pub use aggregator::{Dashboard, UserAggregator, UserAggregatorBuilder};
+pub use call::{Call, Optional};
 pub use context::{CancelHandle, Cancelled, Context};
-pub use error::{AggregateError, BoxError, BuildError};
+pub use error::{AggregateError, BoxError, BuildError, Error, SharedError};
 pub use executor::Executor;
+pub use fail_fast::{FailFast, FailFastBuilder};
+pub use group::{Group, Run};
+pub use observer::{CallFinished, CallStarted, GroupFinished, Observer, Outcome};
 pub use service::{OrderService, Profile, ProfileService, UserId};
 pub use timer::Timer;

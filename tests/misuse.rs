@@ -668,7 +668,7 @@ fn empty_names_and_messages_and_ids_and_counts_at_their_limits_pass_through_unch
         .unwrap();
     let err = block_on(agg.aggregate(&Context::background(), 0)).unwrap_err();
     assert!(
-        matches!(&err, AggregateError::Panicked { service: "profile", message } if message.is_empty()),
+        matches!(&err, AggregateError::Panicked { service, message } if service == "profile" && message.is_empty()),
         "{err:?}"
     );
     assert_eq!(err.to_string(), "profile service panicked: ");

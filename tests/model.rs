@@ -669,6 +669,15 @@ async fn run_case<E: Executor + Clone>(
     Ok(ended)
 }
 
+/// The name of one of the kata's two calls, as the model spells it.
+fn service_name(service: &str) -> &'static str {
+    match service {
+        "profile" => "profile",
+        "orders" => "orders",
+        _ => "an unknown call",
+    }
+}
+
 /// The model's view of what `aggregate` returned, checking the details on the way: the
 /// dashboard's content, the service's own error or panic message, `elapsed` to the instant.
 fn outcome_of(
@@ -680,12 +689,12 @@ fn outcome_of(
         Err(AggregateError::Service { service, source })
             if source.to_string() == failure_message(service) =>
         {
-            Outcome::Failed(service)
+            Outcome::Failed(service_name(service))
         }
         Err(AggregateError::Panicked { service, message })
             if *message == panic_message(service) =>
         {
-            Outcome::Panicked(service)
+            Outcome::Panicked(service_name(service))
         }
         Err(AggregateError::Cancelled { elapsed: reported }) if *reported == elapsed => {
             Outcome::Cancelled

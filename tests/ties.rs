@@ -227,11 +227,8 @@ fn a_panic_due_with_the_deadline_is_still_reported_as_a_panic() {
         let err = finish(aggregate).await.unwrap_err();
         assert!(
             matches!(
-                err,
-                AggregateError::Panicked {
-                    service: "profile",
-                    ..
-                }
+                &err,
+                AggregateError::Panicked { service, .. } if service == "profile"
             ),
             "{err:?}"
         );

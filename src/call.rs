@@ -1,0 +1,356 @@
+//! [`Call`] and [`Optional`]: the handles of one named call of a group, and its settings.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+
+use futures::future::FusedFuture;
+
+use crate::error::Error;
+use crate::task::Slot;
+
+/// What a call needs from its group: someone to launch and poll it when no `run` does.
+pub(crate) trait Driver: Sync {
+    /// Launches the calls that can start and polls the local ones that are ready.
+    fn drive(&self, cx: &mut TaskContext<'_>);
+    /// The call `index` is no longer wanted: drop it now if the group polls it.
+    fn forget(&self, index: usize);
+    /// The group's timer's time.
+    fn now(&self) -> Instant;
+}
+
+/// The message of a setting changed after the call had started.
+const TOO_LATE: &str = "a call's timeout or optional flag was set after the call had started: set them right after `call`";
+
+/// One named call of a [`Group`](crate::Group): a future of the call's `Result<V, Error>`.
+///
+/// Made by [`Group::call`](crate::Group::call), configured with [`timeout`](Call::timeout)
+/// and [`optional`](Call::optional), and handed, joined with the group's other calls, to
+/// [`Group::run`](crate::Group::run). The call runs whether or not your join polls it: the
+/// group starts and watches every call it made, so a failure is seen at once even by a join
+/// that looks at calls one by one.
+///
+/// # Cancellation
+///
+/// Dropping a `Call` before it completes cancels the call: its service's future is dropped
+/// (on its executor, if it was spawned) and it does not fail the group. A join that gives up
+/// at the first error, like `try_join`, drops the other calls this way.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use failfast::{BoxError, Context, FailFast};
+///
+/// let ff = FailFast::builder().build()?;
+/// # futures::executor::block_on(async {
+/// let group = ff.group(&Context::background());
+/// let name = group.call("profile", |_ctx| async { Ok::<_, BoxError>("Alice") });
+/// let orders = group
+///     .call("orders", |_ctx| async { Ok::<_, BoxError>(5) })
+///     .timeout(Duration::from_millis(200));
+/// let (name, orders) = group.run(futures::future::try_join(name, orders)).await?;
+/// assert_eq!(format!("User: {name} | Orders: {orders}"), "User: Alice | Orders: 5");
+/// # Ok::<_, failfast::Error>(()) })?;
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+#[must_use = "futures do nothing unless you .await or poll them; a dropped call is cancelled"]
+pub struct Call<'g, V> {
+    driver: &'g dyn Driver,
+    slot: Arc<dyn Slot<V>>,
+    /// A setting came too late: the call yields a misuse error.
+    too_late: bool,
+    /// The outcome was taken: nothing to cancel when dropped.
+    done: bool,
+}
+
+impl<'g, V> Call<'g, V> {
+    pub(crate) fn new(driver: &'g dyn Driver, slot: Arc<dyn Slot<V>>) -> Call<'g, V> {
+        Call {
+            driver,
+            slot,
+            too_late: false,
+            done: false,
+        }
+    }
+
+    /// The call's name, as given to [`Group::call`](crate::Group::call).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use failfast::{BoxError, Context, FailFast};
+    ///
+    /// let ff = FailFast::builder().build()?;
+    /// let group = ff.group(&Context::background());
+    /// let call = group.call(format!("shard-{}", 3), |_ctx| async { Ok::<_, BoxError>(()) });
+    /// assert_eq!(call.name(), "shard-3");
+    /// # Ok::<_, failfast::BuildError>(())
+    /// ```
+    pub fn name(&self) -> &str {
+        self.slot.name()
+    }
+
+    /// Gives the call a deadline of its own, `timeout` after it starts. Default: none (only the
+    /// group's deadline).
+    ///
+    /// The call's context carries the earlier of this deadline and the group's. When this one
+    /// passes first, the call is cancelled and ends with [`Error::TimedOut`] naming it, which
+    /// fails the group at once, unless the call is [`optional`](Call::optional). A call waiting
+    /// for a slot under a [`limit`](crate::FailFastBuilder::limit) starts its clock when it gets
+    /// one. `Duration::ZERO` times out at once without calling the service; a timeout too large
+    /// for an `Instant` means none.
+    ///
+    /// Set it right after [`Group::call`](crate::Group::call): once the call has started, it is
+    /// too late, and the call ends with [`Error::Misuse`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use failfast::{Context, Error, FailFast, timer::Manual};
+    ///
+    /// let clock = Manual::new();
+    /// let ff = FailFast::builder().timer(clock.clone()).build()?;
+    /// # futures::executor::block_on(async {
+    /// let group = ff.group(&Context::background());
+    /// let slow = clock.clone();
+    /// let call = group
+    ///     .call("recs", move |_ctx| async move {
+    ///         failfast::Timer::sleep(&slow, Duration::from_secs(5)).await;
+    ///         Ok::<_, failfast::BoxError>(vec!["book"])
+    ///     })
+    ///     .timeout(Duration::from_millis(50));
+    /// let mut run = std::pin::pin!(group.run(call));
+    /// assert!(futures::poll!(run.as_mut()).is_pending());
+    /// clock.advance(Duration::from_millis(50));
+    /// let err = run.await.unwrap_err();
+    /// assert!(matches!(err, Error::TimedOut { .. }));
+    /// assert_eq!(err.to_string(), "recs service timed out after 50.0ms");
+    /// # });
+    /// # Ok::<_, failfast::BuildError>(())
+    /// ```
+    #[doc(alias = "WithTimeout")]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        if !self
+            .slot
+            .configure(&mut |settings| settings.timeout = Some(timeout))
+        {
+            self.too_late = true;
+        }
+        self
+    }
+
+    /// Makes the call optional: its own failure (an error, a panic, its own
+    /// [`timeout`](Call::timeout)) yields `Ok(None)` instead of failing the group. The failure
+    /// is logged (at `info`) and observed, not lost.
+    ///
+    /// The group's deadline and the caller's cancellation still end everything: an optional
+    /// call whose service fails once they have come yields them as errors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use failfast::{BoxError, Context, FailFast};
+    ///
+    /// let ff = FailFast::builder().build()?;
+    /// # futures::executor::block_on(async {
+    /// let group = ff.group(&Context::background());
+    /// let profile = group.call("profile", |_ctx| async { Ok::<_, BoxError>("Alice") });
+    /// let recs = group
+    ///     .call("recs", |_ctx| async { Err::<Vec<&str>, BoxError>("recs down".into()) })
+    ///     .optional();
+    /// let (profile, recs) = group.run(futures::future::try_join(profile, recs)).await?;
+    /// assert_eq!((profile, recs), ("Alice", None));
+    /// # Ok::<_, failfast::Error>(()) })?;
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn optional(mut self) -> Optional<'g, V> {
+        if !self
+            .slot
+            .configure(&mut |settings| settings.optional = true)
+        {
+            self.too_late = true;
+        }
+        Optional { call: self }
+    }
+}
+
+impl<V> Future for Call<'_, V> {
+    type Output = Result<V, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if this.too_late && !this.done {
+            this.done = true;
+            this.slot.abort();
+            this.driver.forget(this.slot.index());
+            return Poll::Ready(Err(Error::Misuse { message: TOO_LATE }));
+        }
+        let in_run = this.slot.shared().in_run();
+        if !in_run {
+            // Awaited outside `run`: nobody else launches and polls the group's calls.
+            this.driver.drive(cx);
+        }
+        let mut outcome = this.slot.poll_outcome(cx);
+        if outcome.is_pending() && !in_run {
+            // Outside `run`, the group's first failure ends the calls still waiting too.
+            if let Some(failure) = this.slot.shared().failure() {
+                this.slot.abort();
+                this.driver.forget(this.slot.index());
+                outcome = Poll::Ready(Err(failure));
+            }
+        }
+        if outcome.is_ready() {
+            this.done = true;
+        }
+        outcome
+    }
+}
+
+impl<V> FusedFuture for Call<'_, V> {
+    fn is_terminated(&self) -> bool {
+        self.done
+    }
+}
+
+impl<V> Drop for Call<'_, V> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.slot.abort();
+            self.driver.forget(self.slot.index());
+        }
+    }
+}
+
+impl<V> fmt::Debug for Call<'_, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Call")
+            .field("name", &self.name())
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An [optional](Call::optional) call: a future of `Result<Option<V>, Error>`.
+///
+/// It yields `Ok(Some(value))` when the call answers and `Ok(None)` when it fails on its own.
+/// It yields an error only for what ends the whole group: the caller's cancellation, the
+/// group's deadline, or a misuse.
+///
+/// # Cancellation
+///
+/// As for [`Call`]: dropping it cancels the call.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use failfast::{BoxError, Context, FailFast};
+///
+/// let ff = FailFast::builder().build()?;
+/// # futures::executor::block_on(async {
+/// let group = ff.group(&Context::background());
+/// let recs = group
+///     .call("recs", |_ctx| async { Ok::<_, BoxError>(vec!["book", "lamp"]) })
+///     .optional()
+///     .timeout(Duration::from_millis(50));
+/// assert_eq!(group.run(recs).await?, Some(vec!["book", "lamp"]));
+/// # Ok::<_, failfast::Error>(()) })?;
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+#[must_use = "futures do nothing unless you .await or poll them; a dropped call is cancelled"]
+pub struct Optional<'g, V> {
+    call: Call<'g, V>,
+}
+
+impl<V> Optional<'_, V> {
+    /// The call's name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use failfast::{BoxError, Context, FailFast};
+    ///
+    /// let ff = FailFast::builder().build()?;
+    /// let group = ff.group(&Context::background());
+    /// let recs = group.call("recs", |_ctx| async { Ok::<_, BoxError>(()) }).optional();
+    /// assert_eq!(recs.name(), "recs");
+    /// # Ok::<_, failfast::BuildError>(())
+    /// ```
+    pub fn name(&self) -> &str {
+        self.call.name()
+    }
+
+    /// Gives the call a deadline of its own: see [`Call::timeout`]. When it passes, the call
+    /// yields `Ok(None)`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use failfast::{BoxError, Context, FailFast};
+    ///
+    /// let ff = FailFast::builder().build()?;
+    /// let group = ff.group(&Context::background());
+    /// let recs = group
+    ///     .call("recs", |_ctx| async { Ok::<_, BoxError>(()) })
+    ///     .optional()
+    ///     .timeout(Duration::from_millis(50));
+    /// # Ok::<_, failfast::BuildError>(())
+    /// ```
+    #[doc(alias = "WithTimeout")]
+    pub fn timeout(self, timeout: Duration) -> Self {
+        Optional {
+            call: self.call.timeout(timeout),
+        }
+    }
+}
+
+impl<V> Future for Optional<'_, V> {
+    type Output = Result<Option<V>, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let call = &mut self.call;
+        let error = match Pin::new(&mut *call).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(value)) => return Poll::Ready(Ok(Some(value))),
+            Poll::Ready(Err(error)) => error,
+        };
+        if !error.is_call_failure() {
+            return Poll::Ready(Err(error));
+        }
+        // A service error once the caller has cancelled or the deadline has passed is caused by
+        // them, as for a required call: they end the group. A panic is always the call's own.
+        if matches!(error, Error::Service { .. } | Error::TimedOut { .. }) {
+            let now = call.driver.now();
+            let shared = call.slot.shared();
+            let elapsed = shared.elapsed(now);
+            if shared.parent.is_cancelled() {
+                return Poll::Ready(Err(Error::Cancelled { elapsed }));
+            }
+            if shared.expired(now) {
+                return Poll::Ready(Err(Error::DeadlineExceeded { elapsed }));
+            }
+        }
+        Poll::Ready(Ok(None))
+    }
+}
+
+impl<V> FusedFuture for Optional<'_, V> {
+    fn is_terminated(&self) -> bool {
+        self.call.done
+    }
+}
+
+impl<V> fmt::Debug for Optional<'_, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Optional")
+            .field("name", &self.name())
+            .field("done", &self.call.done)
+            .finish_non_exhaustive()
+    }
+}

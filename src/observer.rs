@@ -1,0 +1,155 @@
+//! [`Observer`]: what happened to each call and each group, for metrics.
+
+use std::time::Duration;
+
+use crate::Error;
+
+/// Watches the calls and groups of a [`FailFast`](crate::FailFast): set one with
+/// [`FailFastBuilder::observer`](crate::FailFastBuilder::observer).
+///
+/// Every method has an empty default, so implement only what you need. Methods are called on
+/// whatever thread the call runs on, while the call is being finished: keep them short and
+/// never block. A group without an observer does no work for it (no clock reads, no events).
+///
+/// # Examples
+///
+/// A per-call latency histogram, with buckets doubling from 1 ms:
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use std::sync::{Arc, Mutex};
+/// use failfast::{CallFinished, Context, FailFast, Observer, Outcome};
+///
+/// #[derive(Default)]
+/// struct Latencies(Mutex<BTreeMap<String, [u64; 12]>>);
+///
+/// impl Observer for Latencies {
+///     fn call_finished(&self, call: &CallFinished<'_>) {
+///         if call.outcome != Outcome::Succeeded {
+///             return;
+///         }
+///         let ms = call.elapsed.as_millis() as u64;
+///         let bucket = (u64::BITS - ms.leading_zeros()).min(11) as usize; // 0, 1, 2-3, 4-7 ms...
+///         let mut histograms = self.0.lock().unwrap();
+///         histograms.entry(call.name.to_owned()).or_default()[bucket] += 1;
+///     }
+/// }
+///
+/// let latencies = Arc::new(Latencies::default());
+/// let ff = FailFast::builder().observer(latencies.clone()).build()?;
+/// # futures::executor::block_on(async {
+/// let group = ff.group(&Context::background());
+/// group
+///     .run(group.call("profile", |_ctx| async { Ok::<_, failfast::BoxError>("Alice") }))
+///     .await?;
+/// # Ok::<_, failfast::Error>(()) })?;
+/// assert_eq!(latencies.0.lock().unwrap()["profile"].iter().sum::<u64>(), 1);
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+pub trait Observer: Send + Sync + 'static {
+    /// A call started: its service is about to be called. Calls waiting for a slot under
+    /// [`limit`](crate::FailFastBuilder::limit) start when they get one.
+    fn call_started(&self, call: &CallStarted<'_>) {
+        let _ = call;
+    }
+
+    /// A call that had started finished, however it finished: answered, failed, or was
+    /// cancelled because the group no longer needed it.
+    fn call_finished(&self, call: &CallFinished<'_>) {
+        let _ = call;
+    }
+
+    /// A group finished: `run` is about to return.
+    fn group_finished(&self, group: &GroupFinished<'_>) {
+        let _ = group;
+    }
+}
+
+impl<O: Observer + ?Sized> Observer for std::sync::Arc<O> {
+    fn call_started(&self, call: &CallStarted<'_>) {
+        (**self).call_started(call)
+    }
+
+    fn call_finished(&self, call: &CallFinished<'_>) {
+        (**self).call_finished(call)
+    }
+
+    fn group_finished(&self, group: &GroupFinished<'_>) {
+        (**self).group_finished(group)
+    }
+}
+
+/// A call started. See [`Observer::call_started`].
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct CallStarted<'a> {
+    /// The group's id, as in its log records (`group_id`).
+    pub group: u64,
+    /// The call's name.
+    pub name: &'a str,
+}
+
+/// A call finished. See [`Observer::call_finished`].
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct CallFinished<'a> {
+    /// The group's id, as in its log records (`group_id`).
+    pub group: u64,
+    /// The call's name.
+    pub name: &'a str,
+    /// From the call's start to its end, as measured by the group's timer.
+    pub elapsed: Duration,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Whether the call was [`optional`](crate::Call::optional): its failure did not fail the
+    /// group.
+    pub optional: bool,
+    /// The error, when the call failed.
+    pub error: Option<&'a Error>,
+}
+
+/// A group finished. See [`Observer::group_finished`].
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct GroupFinished<'a> {
+    /// The group's id, as in its log records (`group_id`).
+    pub group: u64,
+    /// From the group's creation to the end of its `run`, as measured by its timer.
+    pub elapsed: Duration,
+    /// How many calls were made in the group.
+    pub calls: usize,
+    /// The error `run` returns, if it fails.
+    pub error: Option<&'a Error>,
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The service answered.
+    Succeeded,
+    /// The service returned an error.
+    Failed,
+    /// The service panicked.
+    Panicked,
+    /// The call's own timeout passed.
+    TimedOut,
+    /// The group no longer needed the call (it failed, timed out, was cancelled, finished, or
+    /// the call's future was dropped), so the call was cancelled before it answered.
+    Cancelled,
+    /// The executor dropped the call's task before it finished.
+    Dropped,
+}
+
+impl Outcome {
+    /// The outcome a call's own error stands for.
+    pub(crate) fn of(error: &Error) -> Outcome {
+        match error {
+            Error::Service { .. } => Outcome::Failed,
+            Error::Panicked { .. } => Outcome::Panicked,
+            Error::TimedOut { .. } => Outcome::TimedOut,
+            Error::Dropped { .. } => Outcome::Dropped,
+            _ => Outcome::Cancelled,
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! What a group shares with its calls: the context they run under, the first failure, the
+//! waker of whoever drives the group, the local calls that are ready to be polled, how many
+//! calls are running, and where records and events go.
+//!
+//! Calls never see the group itself: they are handed this state and update it.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::task::AtomicWaker;
+
+use crate::context::{CancelHandle, Context};
+use crate::error::Error;
+use crate::observer::Observer;
+use crate::records::Records;
+use crate::sync::lock;
+
+/// The state one group shares with its calls.
+pub(crate) struct Shared {
+    /// The group's id, in its records and events.
+    pub(crate) id: u64,
+    /// When the group was created, by its timer: its timeout counts from here.
+    pub(crate) started: Instant,
+    /// The group's effective deadline: the earlier of the caller's and the group's timeout.
+    pub(crate) deadline: Option<Instant>,
+    /// The caller's context: its cancellation ends the group.
+    pub(crate) parent: Context,
+    /// The context handed to the calls: the effective deadline, cancelled at the first failure
+    /// of a required call and when the group ends, however it ends (Go's `defer cancel()`).
+    pub(crate) ctx: Context,
+    cancel: CancelHandle,
+    /// Set once `failure` holds the first failure of a required call.
+    failed: AtomicBool,
+    failure: Mutex<Option<Error>>,
+    /// Wakes whoever drives the group: `run`, or a call awaited outside it.
+    pub(crate) waker: AtomicWaker,
+    /// Local calls (polled by the group, not spawned) whose wakers fired, by index.
+    ready: Mutex<Vec<usize>>,
+    /// Calls launched and not yet finished.
+    running: AtomicUsize,
+    /// Whether the group has a limit: then a call that finishes wakes the driver, so that a
+    /// waiting call can take its slot.
+    limited: bool,
+    /// Whether `run` is driving the group.
+    in_run: AtomicBool,
+    pub(crate) records: Records,
+    pub(crate) observer: Option<Arc<dyn Observer>>,
+    /// Whether calls read the clock to time themselves: only for an observer or for records
+    /// that are enabled.
+    pub(crate) timing: bool,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        id: u64,
+        started: Instant,
+        deadline: Option<Instant>,
+        parent: Context,
+        limited: bool,
+        records: Records,
+        observer: Option<Arc<dyn Observer>>,
+    ) -> Shared {
+        let scoped = match deadline {
+            Some(deadline) => parent.with_deadline(deadline),
+            None => parent.clone(),
+        };
+        let (ctx, cancel) = scoped.with_cancel();
+        let timing = observer.is_some() || records.enabled(log::Level::Info);
+        Shared {
+            id,
+            started,
+            deadline,
+            parent,
+            ctx,
+            cancel,
+            failed: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            waker: AtomicWaker::new(),
+            ready: Mutex::new(Vec::new()),
+            running: AtomicUsize::new(0),
+            limited,
+            in_run: AtomicBool::new(false),
+            records,
+            observer,
+            timing,
+        }
+    }
+
+    /// Keeps `error` as the group's failure if it is the first, cancels the calls' context
+    /// (errgroup's first error cancels its context) and wakes the driver.
+    pub(crate) fn fail(&self, error: Error) {
+        {
+            let mut failure = lock(&self.failure);
+            if failure.is_some() {
+                return;
+            }
+            *failure = Some(error);
+            self.failed.store(true, Ordering::Release);
+        }
+        self.cancel.cancel();
+        self.waker.wake();
+    }
+
+    /// Whether a required call has failed.
+    pub(crate) fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// The first failure of a required call, if there has been one.
+    pub(crate) fn failure(&self) -> Option<Error> {
+        if !self.failed.load(Ordering::Acquire) {
+            return None;
+        }
+        lock(&self.failure).clone()
+    }
+
+    /// Cancels the calls' context.
+    pub(crate) fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// A local call's waker fired.
+    pub(crate) fn wake_local(&self, index: usize) {
+        lock(&self.ready).push(index);
+        self.waker.wake();
+    }
+
+    /// Moves the indices of the local calls woken since the last time into `into`.
+    pub(crate) fn take_ready(&self, into: &mut Vec<usize>) {
+        let mut ready = lock(&self.ready);
+        if into.is_empty() {
+            std::mem::swap(&mut *ready, into);
+        } else {
+            into.append(&mut ready);
+        }
+    }
+
+    pub(crate) fn running(&self) -> usize {
+        self.running.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn launched(&self) {
+        self.running.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A launched call finished: its slot is free.
+    pub(crate) fn finished(&self) {
+        self.running.fetch_sub(1, Ordering::AcqRel);
+        if self.limited {
+            self.waker.wake();
+        }
+    }
+
+    pub(crate) fn in_run(&self) -> bool {
+        self.in_run.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_in_run(&self, in_run: bool) {
+        self.in_run.store(in_run, Ordering::Release);
+    }
+
+    /// Time since the group was created, given the timer's `now`.
+    pub(crate) fn elapsed(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.started)
+    }
+
+    /// Whether the group's deadline has passed at `now`.
+    pub(crate) fn expired(&self, now: Instant) -> bool {
+        self.deadline.is_some_and(|deadline| now >= deadline)
+    }
+
+    /// Why no call may start any more, if the caller has cancelled or the deadline has passed.
+    pub(crate) fn over(&self, now: Instant) -> Option<Error> {
+        let elapsed = self.elapsed(now);
+        if self.parent.is_cancelled() {
+            Some(Error::Cancelled { elapsed })
+        } else if self.expired(now) {
+            Some(Error::DeadlineExceeded { elapsed })
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("id", &self.id)
+            .field("deadline", &self.deadline)
+            .field("running", &self.running())
+            .field("failed", &self.failed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
