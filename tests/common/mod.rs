@@ -178,3 +178,72 @@ pub fn ms(n: u64) -> Duration {
 async fn nap() {
     futures_timer::Delay::new(Duration::from_millis(1)).await;
 }
+
+/// A group call to `mock`, as an Order service: the mock's counters prove what ran, and its
+/// delay, failure, panic or hang decide how the call ends.
+pub fn order<T: failfast::Timer>(
+    mock: &failfast::mock::Mock<u32, T>,
+) -> impl FnOnce(
+    failfast::Context,
+) -> futures::future::BoxFuture<'static, Result<u32, failfast::BoxError>>
++ Send
++ 'static {
+    use failfast::OrderService;
+    let mock = mock.clone();
+    move |ctx| Box::pin(async move { mock.order_count(ctx, 0).await })
+}
+
+/// A log record captured by [`Capture`]: level, message and key-values as `key=value`.
+pub type Line = (log::Level, String, Vec<String>);
+
+/// A logger that keeps the crate's records, for tests that read them.
+#[derive(Clone, Default)]
+pub struct Capture(std::sync::Arc<std::sync::Mutex<Vec<Line>>>);
+
+impl log::Log for Capture {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.target() == "failfast"
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        struct Collect(Vec<String>);
+        impl<'kvs> log::kv::VisitSource<'kvs> for Collect {
+            fn visit_pair(
+                &mut self,
+                key: log::kv::Key<'kvs>,
+                value: log::kv::Value<'kvs>,
+            ) -> Result<(), log::kv::Error> {
+                self.0.push(format!("{key}={value}"));
+                Ok(())
+            }
+        }
+        let mut kvs = Collect(Vec::new());
+        record.key_values().visit(&mut kvs).unwrap();
+        self.0
+            .lock()
+            .unwrap()
+            .push((record.level(), record.args().to_string(), kvs.0));
+    }
+
+    fn flush(&self) {}
+}
+
+impl Capture {
+    /// Every record so far; turns logging on (`log::set_max_level`) first.
+    pub fn new() -> Capture {
+        log::set_max_level(log::LevelFilter::Trace);
+        Capture::default()
+    }
+
+    pub fn lines(&self) -> Vec<Line> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// The records whose message contains `text`.
+    pub fn with_message(&self, text: &str) -> Vec<Line> {
+        self.lines()
+            .into_iter()
+            .filter(|(_, message, _)| message.contains(text))
+            .collect()
+    }
+}
