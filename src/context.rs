@@ -23,11 +23,12 @@ use crate::sync::lock;
 ///
 /// The deadline is data, not a timer: a context does not fire by itself when its deadline
 /// passes (failfast stays runtime-agnostic by never owning a clock). Whoever runs the work
-/// enforces it, as [`UserAggregator::aggregate`](crate::UserAggregator::aggregate) does, and
-/// services read [`deadline`](Context::deadline) to pass the remaining budget downstream.
-/// When an aggregate ends, whether it gives up (deadline, error, cancellation) or succeeds, it
-/// cancels the context it handed to its services (Go's `defer cancel()`), so
-/// `ctx.cancelled().await` inside a service wakes up either way.
+/// enforces it, as [`Group::run`](crate::Group::run) does, and services read
+/// [`deadline`](Context::deadline) to pass the remaining budget downstream. When a group
+/// ends, whether it gives up (deadline, error, cancellation) or succeeds, it cancels the
+/// context it handed to its calls (Go's `defer cancel()`), and so does the first failure of a
+/// required call (errgroup's cancel on the first error), so `ctx.cancelled().await` inside a
+/// service wakes up either way.
 ///
 /// A deadline is an `Instant` of the real clock (`with_timeout` reads `Instant::now()`). With
 /// a virtual clock ([`timer::Manual`](crate::timer::Manual), or tokio's paused time), build
@@ -236,8 +237,8 @@ impl Context {
     /// cancelled, such as [`Context::background`].
     ///
     /// This is Go's `<-ctx.Done()`, except that reaching the deadline does not complete it on
-    /// its own (see the type's docs); inside an aggregate it does, because the aggregate
-    /// cancels its services' context when it gives up.
+    /// its own (see the type's docs); inside a group's call it does, because the group
+    /// cancels its calls' context when it gives up.
     ///
     /// # Cancellation
     ///
@@ -264,9 +265,25 @@ impl Context {
 }
 
 impl fmt::Debug for Context {
+    /// Shows what a reader needs: the time left before the deadline (by the real clock; zero
+    /// once it has passed), whether the context can be cancelled, and whether it is.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use failfast::Context;
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// cancel.cancel();
+    /// assert_eq!(format!("{ctx:?}"), "Context { remaining: None, cancellable: true, cancelled: true }");
+    /// let ctx = Context::background().with_timeout(Duration::from_secs(60));
+    /// assert!(format!("{ctx:?}").starts_with("Context { remaining: Some(59."));
+    /// ```
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let remaining = self
+            .deadline
+            .map(|deadline| deadline.saturating_duration_since(Instant::now()));
         f.debug_struct("Context")
-            .field("deadline", &self.deadline)
+            .field("remaining", &remaining)
             .field("cancellable", &self.node.is_some())
             .field("cancelled", &self.is_cancelled())
             .finish()

@@ -12,17 +12,17 @@ use std::future::Future;
 
 use futures::future::BoxFuture;
 
-/// Starts the calls of a fan-out.
+/// Starts the calls of a group.
 ///
 /// An executor either takes a task and polls it to completion in the background (returning
-/// `None`), or hands it back (returning `Some(task)`), in which case the caller polls it inside
-/// its own task, concurrently with the other calls, as [`Inline`] does.
+/// `None`), or hands it back (returning `Some(task)`), in which case the group polls it inside
+/// the task that runs the group, concurrently with the other calls, as [`Inline`] does.
 ///
 /// Tasks handed to an executor never panic (panics are caught inside them) and are cancelled
-/// by failfast itself: when their result is no longer wanted they are aborted, and complete
-/// promptly on their next poll. So an executor needs no join handle; it may drop the task
-/// (for example while shutting down), which failfast reports as
-/// [`AggregateError::Dropped`](crate::AggregateError::Dropped).
+/// by failfast itself: when their result is no longer wanted they are woken and complete
+/// promptly on their next poll, dropping the service. So an executor needs no join handle; it
+/// may drop a task (for example while shutting down), which failfast reports as
+/// [`Error::Dropped`](crate::Error::Dropped).
 ///
 /// Any `Fn(BoxFuture<'static, ()>) + Send + Sync + 'static` closure is an executor, so
 /// a runtime without an adapter here takes one line.
@@ -32,19 +32,63 @@ use futures::future::BoxFuture;
 /// A closure that runs each call on a `futures` thread pool:
 ///
 /// ```
-/// use std::time::Duration;
-/// use failfast::{mock, Context, UserAggregator};
+/// use failfast::{BoxError, Context, FailFast};
 /// use futures::executor::ThreadPool;
 /// use futures::future::BoxFuture;
 ///
 /// let pool = ThreadPool::new()?;
-/// let agg = UserAggregator::builder(mock::profile("Alice"), mock::orders(5))
+/// let ff = FailFast::builder()
 ///     .executor(move |task: BoxFuture<'static, ()>| pool.spawn_ok(task))
 ///     .build()?;
 /// # futures::executor::block_on(async {
-/// let dashboard = agg.aggregate(&Context::background(), 42).await?;
-/// assert_eq!(dashboard.to_string(), "User: Alice | Orders: 5");
-/// # Ok::<_, failfast::AggregateError>(()) })?;
+/// let group = ff.group(&Context::background());
+/// let thread = group.call("where", |_ctx| async { Ok::<_, BoxError>(std::thread::current().id()) });
+/// assert_ne!(group.run(thread).await?, std::thread::current().id());
+/// # Ok::<_, failfast::Error>(()) })?;
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+///
+/// Implementing the trait, for a runtime that has no adapter here: a pool that runs a task
+/// when it has room and hands it back to be polled in place when it is full.
+///
+/// ```
+/// use std::future::Future;
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use std::sync::Arc;
+/// use failfast::{BoxError, Context, Executor, FailFast};
+/// use futures::executor::ThreadPool;
+///
+/// struct Bounded {
+///     pool: ThreadPool,
+///     room: Arc<AtomicUsize>,
+/// }
+///
+/// impl Executor for Bounded {
+///     fn spawn<F>(&self, task: F) -> Option<F>
+///     where
+///         F: Future<Output = ()> + Send + 'static,
+///     {
+///         let taken = self.room.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+///         if taken.is_err() {
+///             return Some(task); // full: the group polls it itself
+///         }
+///         let room = self.room.clone();
+///         self.pool.spawn_ok(async move {
+///             task.await;
+///             room.fetch_add(1, Ordering::AcqRel);
+///         });
+///         None
+///     }
+/// }
+///
+/// let ff = FailFast::builder()
+///     .executor(Bounded { pool: ThreadPool::new()?, room: Arc::new(AtomicUsize::new(2)) })
+///     .build()?;
+/// # futures::executor::block_on(async {
+/// let group = ff.group(&Context::background());
+/// let calls = (0..5).map(|i| group.call("square", move |_ctx| async move { Ok::<_, BoxError>(i * i) }));
+/// assert_eq!(group.run(futures::future::try_join_all(calls)).await?, [0, 1, 4, 9, 16]);
+/// # Ok::<_, failfast::Error>(()) })?;
 /// # Ok::<_, Box<dyn std::error::Error>>(())
 /// ```
 pub trait Executor: Send + Sync + 'static {
@@ -132,11 +176,12 @@ impl Executor for AsyncStd {
     }
 }
 
-/// Spawns calls on a [`smol::Executor`].
+/// Spawns calls on a [`smol::Executor`](https://docs.rs/smol/2/smol/struct.Executor.html).
 ///
 /// The executor must be running (`ex.run(..)` on some thread) for the calls to make
-/// progress; if it is not, the aggregate ends at its deadline, and the aborted calls stay
-/// queued (their futures alive) until the executor runs or is dropped. For smol's global
+/// progress; if it is not, the group ends at its deadline with a warning that its calls were
+/// never polled, and the cancelled calls stay queued (their futures alive) until the executor
+/// runs or is dropped. For smol's global
 /// executor, use the closure form: `.executor(|task| smol::spawn(task).detach())`.
 ///
 /// # Examples
@@ -190,7 +235,7 @@ impl Executor for Smol {
 ///
 /// The runtime must run its tasks: a multi-thread runtime does on its workers, a
 /// current-thread runtime only while some thread is inside its `block_on`. If nothing runs
-/// them, the aggregate ends at its deadline.
+/// them, the group ends at its deadline, with a warning that its calls were never polled.
 ///
 /// # Examples
 ///

@@ -69,6 +69,46 @@ impl fmt::Display for Profile {
 ///     }
 /// }
 /// ```
+///
+/// A service that calls further downstream passes on what is left of the deadline (as gRPC's
+/// `grpc-timeout` header does) and stops waiting as soon as its context is cancelled:
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use failfast::{mock, BoxError, Context, Profile, ProfileService, UserAggregator, UserId};
+/// use futures::FutureExt;
+///
+/// struct Remote;
+///
+/// /// Stands in for an HTTP client: answers after 10 ms, unless the budget is shorter.
+/// async fn get(path: String, budget: Option<Duration>) -> Result<String, BoxError> {
+///     if budget.is_some_and(|budget| budget < Duration::from_millis(10)) {
+///         return Err(format!("{path}: not enough time left").into());
+///     }
+///     futures_timer::Delay::new(Duration::from_millis(10)).await;
+///     Ok("Alice".to_owned())
+/// }
+///
+/// impl ProfileService for Remote {
+///     async fn profile(&self, ctx: Context, id: UserId) -> Result<Profile, BoxError> {
+///         let budget = ctx.deadline().map(|at| at.saturating_duration_since(Instant::now()));
+///         let request = get(format!("/users/{id}"), budget).fuse();
+///         let mut cancelled = ctx.cancelled();
+///         futures::pin_mut!(request);
+///         futures::select! {
+///             name = request => Ok(Profile::new(name?)),
+///             () = cancelled => Err("profile request cancelled".into()),
+///         }
+///     }
+/// }
+///
+/// let agg = UserAggregator::builder(Remote, mock::orders(5)).build()?;
+/// # futures::executor::block_on(async {
+/// let dashboard = agg.aggregate(&Context::background(), 42).await?;
+/// assert_eq!(dashboard.to_string(), "User: Alice | Orders: 5");
+/// # Ok::<_, failfast::Error>(()) })?;
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
 pub trait ProfileService: Send + Sync + 'static {
     /// Fetches the profile of `id`, within `ctx`'s deadline.
     fn profile(

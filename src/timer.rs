@@ -35,14 +35,17 @@ pub(crate) type DefaultTimer = NoTimer;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoTimer;
 
-/// Tells the time and sleeps: what an aggregate needs to enforce its deadline.
+/// Tells the time and sleeps: what a group needs to enforce deadlines and time its calls.
 ///
 /// Implementations must never complete a sleep early. A sleep whose deadline cannot be
-/// represented (such as `sleep(Duration::MAX)`) must never complete rather than panic.
+/// represented (such as `sleep(Duration::MAX)`) must never complete rather than panic. A
+/// sleep must fire without being polled again at its deadline, which means something must
+/// drive the timer (a reactor, a helper thread, a runtime's time driver); a group notices a
+/// timer that does not fire and says so in a warning.
 ///
 /// # Examples
 ///
-/// A timer is used by the aggregator, and by services that want the same clock:
+/// A timer is used by the group, and by services that want the same clock:
 ///
 /// ```
 /// use std::time::Duration;
@@ -52,6 +55,42 @@ pub struct NoTimer;
 ///     timer.sleep(Duration::from_millis(10)).await;
 /// }
 /// # futures::executor::block_on(backoff(&failfast::timer::FuturesTimer));
+/// ```
+///
+/// Implementing the trait, here on a thread per sleep (a sketch: a real timer shares one
+/// thread or reactor among all its sleeps):
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use failfast::{BoxError, Context, FailFast, Timer};
+/// use futures::channel::oneshot;
+/// use futures::future::{BoxFuture, FutureExt};
+///
+/// #[derive(Clone)]
+/// struct ThreadTimer;
+///
+/// impl Timer for ThreadTimer {
+///     type Sleep = BoxFuture<'static, ()>;
+///
+///     fn sleep(&self, duration: Duration) -> Self::Sleep {
+///         let (fire, fired) = oneshot::channel::<()>();
+///         std::thread::spawn(move || {
+///             std::thread::sleep(duration);
+///             let _ = fire.send(());
+///         });
+///         fired.map(|_| ()).boxed()
+///     }
+/// }
+///
+/// let ff = FailFast::builder().timer(ThreadTimer).timeout(Duration::from_millis(20)).build()?;
+/// # futures::executor::block_on(async {
+/// let group = ff.group(&Context::background());
+/// let start = Instant::now();
+/// let err = group.run(group.call("stuck", |_ctx| std::future::pending::<Result<(), BoxError>>())).await;
+/// assert!(err.unwrap_err().is_deadline_exceeded());
+/// assert!(start.elapsed() >= Duration::from_millis(20));
+/// # });
+/// # Ok::<_, failfast::BuildError>(())
 /// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a failfast `Timer`",
@@ -195,14 +234,15 @@ impl Future for AsyncIoSleep {
 /// Sleeps on a tokio runtime's time driver.
 ///
 /// Sleeps are created inside the runtime's context, so this timer also works when the
-/// aggregate runs outside the runtime (with [`executor::Inline`](crate::executor::Inline)
+/// group runs outside the runtime (with [`executor::Inline`](crate::executor::Inline)
 /// under another `block_on`), as long as the runtime was built with the time driver enabled
 /// (`enable_time()` or `enable_all()`) and its driver runs: a multi-thread runtime drives it
 /// on its workers, a current-thread runtime only while some thread is inside its `block_on`.
-/// Over a current-thread runtime that nobody drives, sleeps never fire, so only an answer or
-/// the caller's cancellation ends the aggregate. If tokio panics (time driver disabled, runtime shut
-/// down), the aggregate contains the panic and fails with
-/// [`AggregateError::Timer`](crate::AggregateError::Timer).
+/// Over a current-thread runtime that nobody drives, sleeps never fire: only an answer or the
+/// caller's cancellation ends the group, and an answer that comes long after the deadline is
+/// reported as [`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded), with a warning
+/// that the timer never fired. If tokio panics (time driver disabled, runtime shut down), the
+/// group contains the panic and fails with [`Error::Timer`](crate::Error::Timer).
 ///
 /// [`now`](Timer::now) reads tokio's clock, so tokio's paused test time is honoured; build
 /// context deadlines from it too (`ctx.with_deadline(timer.now() + d)`), because
