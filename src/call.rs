@@ -1,5 +1,6 @@
 //! [`Call`] and [`Optional`]: the handles of one named call of a group, and its settings.
 
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -9,21 +10,40 @@ use std::time::{Duration, Instant};
 
 use futures::future::FusedFuture;
 
+use crate::attempt::{GROUP_FINISHED, Settings};
 use crate::error::Error;
-use crate::task::Slot;
+use crate::spawned::Slot;
+use crate::state::Shared;
 
-/// What a call needs from its group: someone to launch and poll it when no `run` does.
+/// What a call needs from its group.
 pub(crate) trait Driver: Sync {
-    /// Launches the calls that can start and polls the local ones that are ready.
+    fn shared(&self) -> &Shared;
+    /// Launches the calls that can start and polls the inline ones that are ready.
     fn drive(&self, cx: &mut TaskContext<'_>);
-    /// The call `index` is no longer wanted: drop it now if the group polls it.
+    /// The call `index` is no longer wanted: cancel it now if the group polls it.
     fn forget(&self, index: usize);
     /// The group's timer's time.
     fn now(&self) -> Instant;
+    /// Changes the settings of the inline call `index`; false once it has been launched.
+    fn configure(&self, index: usize, change: &mut dyn FnMut(&mut Settings)) -> bool;
+    /// Moves the outcome of the inline call `index` into `into` (an `Option<Result<V,
+    /// Error>>`): `Ready` once it has ended, or if it is gone.
+    fn take(&self, index: usize, cx: &mut TaskContext<'_>, into: &mut dyn Any) -> Poll<()>;
 }
 
 /// The message of a setting changed after the call had started.
 const TOO_LATE: &str = "a call's timeout or optional flag was set after the call had started: set them right after `call`";
+
+/// The message of a call polled again after it had completed.
+const POLLED_AGAIN: &str = "a call was polled again after it had completed";
+
+/// Where a call's outcome comes from.
+enum Source<V> {
+    /// An inline call, kept by the group under this index.
+    Inline(usize),
+    /// A spawned call and its cell; the index is the group's.
+    Spawned(usize, Arc<dyn Slot<V>>),
+}
 
 /// One named call of a [`Group`](crate::Group): a future of the call's `Result<V, Error>`.
 ///
@@ -60,7 +80,7 @@ const TOO_LATE: &str = "a call's timeout or optional flag was set after the call
 #[must_use = "futures do nothing unless you .await or poll them; a dropped call is cancelled"]
 pub struct Call<'g, V> {
     driver: &'g dyn Driver,
-    slot: Arc<dyn Slot<V>>,
+    source: Source<V>,
     /// A setting came too late: the call yields a misuse error.
     too_late: bool,
     /// The outcome was taken: nothing to cancel when dropped.
@@ -68,30 +88,51 @@ pub struct Call<'g, V> {
 }
 
 impl<'g, V> Call<'g, V> {
-    pub(crate) fn new(driver: &'g dyn Driver, slot: Arc<dyn Slot<V>>) -> Call<'g, V> {
+    pub(crate) fn inline(driver: &'g dyn Driver, index: usize) -> Call<'g, V> {
         Call {
             driver,
-            slot,
+            source: Source::Inline(index),
             too_late: false,
             done: false,
         }
     }
 
-    /// The call's name, as given to [`Group::call`](crate::Group::call).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use failfast::{BoxError, Context, FailFast};
-    ///
-    /// let ff = FailFast::builder().build()?;
-    /// let group = ff.group(&Context::background());
-    /// let call = group.call(format!("shard-{}", 3), |_ctx| async { Ok::<_, BoxError>(()) });
-    /// assert_eq!(call.name(), "shard-3");
-    /// # Ok::<_, failfast::BuildError>(())
-    /// ```
-    pub fn name(&self) -> &str {
-        self.slot.name()
+    pub(crate) fn spawned(
+        driver: &'g dyn Driver,
+        index: usize,
+        slot: Arc<dyn Slot<V>>,
+    ) -> Call<'g, V> {
+        Call {
+            driver,
+            source: Source::Spawned(index, slot),
+            too_late: false,
+            done: false,
+        }
+    }
+
+    fn configure(&mut self, change: &mut dyn FnMut(&mut Settings)) {
+        let configured = match &self.source {
+            Source::Inline(index) => self.driver.configure(*index, change),
+            Source::Spawned(_, slot) => slot.configure(change),
+        };
+        if !configured {
+            self.too_late = true;
+        }
+    }
+
+    /// Cancels the call, unless it has completed.
+    fn cancel(&mut self) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        match &self.source {
+            Source::Inline(index) => self.driver.forget(*index),
+            Source::Spawned(index, slot) => {
+                slot.abort();
+                self.driver.forget(*index);
+            }
+        }
     }
 
     /// Gives the call a deadline of its own, `timeout` after it starts. Default: none (only the
@@ -135,12 +176,7 @@ impl<'g, V> Call<'g, V> {
     /// ```
     #[doc(alias = "WithTimeout")]
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        if !self
-            .slot
-            .configure(&mut |settings| settings.timeout = Some(timeout))
-        {
-            self.too_late = true;
-        }
+        self.configure(&mut |settings| settings.timeout = Some(timeout));
         self
     }
 
@@ -169,49 +205,60 @@ impl<'g, V> Call<'g, V> {
     /// # Ok::<_, Box<dyn std::error::Error>>(())
     /// ```
     pub fn optional(mut self) -> Optional<'g, V> {
-        if !self
-            .slot
-            .configure(&mut |settings| settings.optional = true)
-        {
-            self.too_late = true;
-        }
+        self.configure(&mut |settings| settings.optional = true);
         Optional { call: self }
     }
 }
 
-impl<V> Future for Call<'_, V> {
+impl<V: 'static> Future for Call<'_, V> {
     type Output = Result<V, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        if this.too_late && !this.done {
-            this.done = true;
-            this.slot.abort();
-            this.driver.forget(this.slot.index());
+        if this.done {
+            return Poll::Ready(Err(Error::Misuse {
+                message: POLLED_AGAIN,
+            }));
+        }
+        if this.too_late {
+            this.cancel();
             return Poll::Ready(Err(Error::Misuse { message: TOO_LATE }));
         }
-        let in_run = this.slot.shared().in_run();
+        let in_run = this.driver.shared().in_run();
         if !in_run {
             // Awaited outside `run`: nobody else launches and polls the group's calls.
             this.driver.drive(cx);
         }
-        let mut outcome = this.slot.poll_outcome(cx);
-        if outcome.is_pending() && !in_run {
-            // Outside `run`, the group's first failure ends the calls still waiting too.
-            if let Some(failure) = this.slot.shared().failure() {
-                this.slot.abort();
-                this.driver.forget(this.slot.index());
-                outcome = Poll::Ready(Err(failure));
+        let outcome = match &this.source {
+            Source::Inline(index) => {
+                let mut outcome: Option<Result<V, Error>> = None;
+                match this.driver.take(*index, cx, &mut outcome) {
+                    Poll::Ready(()) => Poll::Ready(outcome),
+                    Poll::Pending => Poll::Pending,
+                }
             }
+            Source::Spawned(_, slot) => slot.poll_outcome(cx),
+        };
+        match outcome {
+            Poll::Ready(outcome) => {
+                this.done = true;
+                Poll::Ready(outcome.unwrap_or(Err(Error::Misuse {
+                    message: GROUP_FINISHED,
+                })))
+            }
+            Poll::Pending => match this.driver.shared().failure() {
+                // Outside `run`, the group's first failure ends the calls still waiting too.
+                Some(failure) if !in_run => {
+                    this.cancel();
+                    Poll::Ready(Err(failure))
+                }
+                _ => Poll::Pending,
+            },
         }
-        if outcome.is_ready() {
-            this.done = true;
-        }
-        outcome
     }
 }
 
-impl<V> FusedFuture for Call<'_, V> {
+impl<V: 'static> FusedFuture for Call<'_, V> {
     fn is_terminated(&self) -> bool {
         self.done
     }
@@ -219,17 +266,19 @@ impl<V> FusedFuture for Call<'_, V> {
 
 impl<V> Drop for Call<'_, V> {
     fn drop(&mut self) {
-        if !self.done {
-            self.slot.abort();
-            self.driver.forget(self.slot.index());
-        }
+        self.cancel();
     }
 }
 
 impl<V> fmt::Debug for Call<'_, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (kind, index) = match &self.source {
+            Source::Inline(index) => ("inline", index),
+            Source::Spawned(index, _) => ("spawned", index),
+        };
         f.debug_struct("Call")
-            .field("name", &self.name())
+            .field("index", index)
+            .field("kind", &kind)
             .field("done", &self.done)
             .finish_non_exhaustive()
     }
@@ -268,23 +317,6 @@ pub struct Optional<'g, V> {
 }
 
 impl<V> Optional<'_, V> {
-    /// The call's name.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use failfast::{BoxError, Context, FailFast};
-    ///
-    /// let ff = FailFast::builder().build()?;
-    /// let group = ff.group(&Context::background());
-    /// let recs = group.call("recs", |_ctx| async { Ok::<_, BoxError>(()) }).optional();
-    /// assert_eq!(recs.name(), "recs");
-    /// # Ok::<_, failfast::BuildError>(())
-    /// ```
-    pub fn name(&self) -> &str {
-        self.call.name()
-    }
-
     /// Gives the call a deadline of its own: see [`Call::timeout`]. When it passes, the call
     /// yields `Ok(None)`.
     ///
@@ -310,7 +342,7 @@ impl<V> Optional<'_, V> {
     }
 }
 
-impl<V> Future for Optional<'_, V> {
+impl<V: 'static> Future for Optional<'_, V> {
     type Output = Result<Option<V>, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
@@ -327,7 +359,7 @@ impl<V> Future for Optional<'_, V> {
         // them, as for a required call: they end the group. A panic is always the call's own.
         if matches!(error, Error::Service { .. } | Error::TimedOut { .. }) {
             let now = call.driver.now();
-            let shared = call.slot.shared();
+            let shared = call.driver.shared();
             let elapsed = shared.elapsed(now);
             if shared.parent.is_cancelled() {
                 return Poll::Ready(Err(Error::Cancelled { elapsed }));
@@ -340,7 +372,7 @@ impl<V> Future for Optional<'_, V> {
     }
 }
 
-impl<V> FusedFuture for Optional<'_, V> {
+impl<V: 'static> FusedFuture for Optional<'_, V> {
     fn is_terminated(&self) -> bool {
         self.call.done
     }
@@ -349,8 +381,7 @@ impl<V> FusedFuture for Optional<'_, V> {
 impl<V> fmt::Debug for Optional<'_, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Optional")
-            .field("name", &self.name())
-            .field("done", &self.call.done)
-            .finish_non_exhaustive()
+            .field("call", &self.call)
+            .finish()
     }
 }

@@ -96,17 +96,21 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod aggregator;
+mod attempt;
 mod call;
 mod context;
 mod error;
 mod fail_fast;
 mod group;
+mod inline;
 mod observer;
 mod records;
+mod registry;
+mod run;
 mod service;
+mod spawned;
 mod state;
 mod sync;
-mod task;
 
 pub mod executor;
 pub mod mock;
@@ -118,7 +122,8 @@ pub use context::{CancelHandle, Cancelled, Context};
 pub use error::{AggregateError, BoxError, BuildError, Error, SharedError};
 pub use executor::Executor;
 pub use fail_fast::{FailFast, FailFastBuilder};
-pub use group::{Group, Run};
+pub use group::Group;
 pub use observer::{CallFinished, CallStarted, GroupFinished, Observer, Outcome};
+pub use run::Run;
 pub use service::{OrderService, Profile, ProfileService, UserId};
 pub use timer::Timer;

@@ -38,7 +38,7 @@ pub(crate) struct Shared {
     pub(crate) waker: AtomicWaker,
     /// Local calls (polled by the group, not spawned) whose wakers fired, by index.
     ready: Mutex<Vec<usize>>,
-    /// Calls launched and not yet finished.
+    /// Calls launched and not yet ended, counted only under a limit.
     running: AtomicUsize,
     /// Whether the group has a limit: then a call that finishes wakes the driver, so that a
     /// waiting call can take its slot.
@@ -141,14 +141,17 @@ impl Shared {
         self.running.load(Ordering::Acquire)
     }
 
+    /// A call was launched. Counted only under a limit.
     pub(crate) fn launched(&self) {
-        self.running.fetch_add(1, Ordering::AcqRel);
+        if self.limited {
+            self.running.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
-    /// A launched call finished: its slot is free.
+    /// A launched call ended: under a limit, its slot is free for a waiting call.
     pub(crate) fn finished(&self) {
-        self.running.fetch_sub(1, Ordering::AcqRel);
         if self.limited {
+            self.running.fetch_sub(1, Ordering::AcqRel);
             self.waker.wake();
         }
     }

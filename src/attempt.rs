@@ -1,0 +1,317 @@
+//! One attempt at a call, wherever it runs: the service's future is made with the call's
+//! context on the first poll, polled with its panics caught, cut off at the call's own
+//! deadline, and dropped (catching a panic in its destructor) as soon as it has ended. Then
+//! [`ended`] hands the failure of a required call to the group, frees its slot and reports it.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+
+use log::Level;
+use log::kv::Value;
+use pin_project_lite::pin_project;
+
+use crate::context::{CancelHandle, Context};
+use crate::error::{BoxError, Error, panic_message};
+use crate::observer::{CallFinished, CallStarted, Outcome};
+use crate::records::{chain, millis};
+use crate::state::Shared;
+use crate::timer::Timer;
+
+/// What a call whose group finished before it answered yields.
+pub(crate) const GROUP_FINISHED: &str = "the group finished before this call answered, so the call was cancelled: await calls inside `run`";
+
+/// How far a call has got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Made, waiting for the group to launch it (for a slot, under a limit).
+    Registered,
+    /// Launched: handed to the executor, which has not polled it yet.
+    Launched,
+    /// Its service was called.
+    Running,
+    /// It has ended (or was cancelled).
+    Done,
+}
+
+/// A call's own settings, fixed when it is launched.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Settings {
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) optional: bool,
+}
+
+pin_project! {
+    /// Runs one service: `Mk` makes its future `Fut`; `S` is the timer's sleep.
+    #[project = AttemptProj]
+    pub(crate) struct Attempt<Mk, Fut, S> {
+        make: Option<Mk>,
+        // The service was called (its future made).
+        made: bool,
+        // When the service was called, if the call times itself.
+        started: Option<Instant>,
+        // The call's own deadline, when it is earlier than the group's.
+        own_deadline: Option<Instant>,
+        // Cancels the call's own context (made only for a call with its own deadline).
+        cancel: Option<CancelHandle>,
+        #[pin]
+        fut: Option<Fut>,
+        #[pin]
+        sleep: Option<S>,
+    }
+
+    impl<Mk, Fut, S> PinnedDrop for Attempt<Mk, Fut, S> {
+        fn drop(this: Pin<&mut Self>) {
+            let _ = this.stop();
+        }
+    }
+}
+
+impl<Mk, Fut, S> Attempt<Mk, Fut, S> {
+    pub(crate) fn new(make: Mk) -> Self {
+        Attempt {
+            make: Some(make),
+            made: false,
+            started: None,
+            own_deadline: None,
+            cancel: None,
+            fut: None,
+            sleep: None,
+        }
+    }
+
+    /// Whether the service was called.
+    pub(crate) fn made(&self) -> bool {
+        self.made
+    }
+
+    /// Time since the service was called, if the call times itself (no clock read if not).
+    pub(crate) fn elapsed<T: Timer>(&self, timer: &T) -> Duration {
+        self.started.map_or(Duration::ZERO, |started| {
+            timer.now().saturating_duration_since(started)
+        })
+    }
+
+    /// Drops the service, its maker and the sleep, catching their panics, and cancels the
+    /// call's own context. Returns the message of a panic raised by the service's destructor.
+    pub(crate) fn stop(self: Pin<&mut Self>) -> Option<String> {
+        let this = self.project();
+        let (mut fut, mut sleep, make) = (this.fut, this.sleep, this.make);
+        let panicked = catch_unwind(AssertUnwindSafe(|| fut.set(None)))
+            .err()
+            .map(contain);
+        let _ = catch_unwind(AssertUnwindSafe(|| sleep.set(None)));
+        let _ = catch_unwind(AssertUnwindSafe(|| *make = None));
+        if let Some(cancel) = this.cancel.take() {
+            cancel.cancel();
+        }
+        panicked
+    }
+
+    /// Polls the attempt: `Ready` once, with the call's result, after which the service has
+    /// been dropped; `Pending` forever after that, or once stopped.
+    ///
+    /// `name` is a `&Cow` (here and below) so that a `&'static str` name goes into errors
+    /// without an allocation.
+    #[allow(clippy::ptr_arg)]
+    pub(crate) fn poll_attempt<V, Er, T>(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        shared: &Shared,
+        name: &Cow<'static, str>,
+        timeout: Option<Duration>,
+        timer: &T,
+    ) -> Poll<Result<V, Error>>
+    where
+        Mk: FnOnce(Context) -> Fut,
+        Fut: Future<Output = Result<V, Er>>,
+        Er: Into<BoxError>,
+        T: Timer<Sleep = S>,
+    {
+        let mut this = self.as_mut().project();
+        if !*this.made {
+            let Some(make) = this.make.take() else {
+                return Poll::Pending; // stopped before it started
+            };
+            *this.made = true;
+            let now = (shared.timing || timeout.is_some()).then(|| timer.now());
+            *this.started = now;
+            let mut ctx = shared.ctx.clone();
+            if let (Some(now), Some(timeout)) = (now, timeout) {
+                let own = now.checked_add(timeout);
+                if let Some(own) = own.filter(|&own| shared.deadline.is_none_or(|d| own < d)) {
+                    let (own_ctx, cancel) = ctx.with_deadline(own).with_cancel();
+                    ctx = own_ctx;
+                    *this.own_deadline = Some(own);
+                    *this.cancel = Some(cancel);
+                }
+            }
+            if let Some(observer) = &shared.observer {
+                observer.call_started(&CallStarted {
+                    group: shared.id,
+                    name,
+                });
+            }
+            if this.own_deadline.is_some_and(|own| Some(own) <= now) {
+                // A zero timeout: the service is not called at all.
+                return Poll::Ready(Err(timed_out(name, timeout)));
+            }
+            match catch_unwind(AssertUnwindSafe(|| make(ctx))) {
+                Ok(fut) => this.fut.set(Some(fut)),
+                Err(payload) => return Poll::Ready(Err(panicked(name, payload))),
+            }
+        }
+
+        let Some(fut) = this.fut.as_mut().as_pin_mut() else {
+            return Poll::Pending;
+        };
+        let mut result = match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(Poll::Ready(Ok(value))) => Ok(value),
+            Ok(Poll::Ready(Err(error))) => Err(Error::Service {
+                service: name.clone(),
+                source: Arc::from(error.into()),
+            }),
+            Err(payload) => Err(panicked(name, payload)),
+            Ok(Poll::Pending) => match poll_own_deadline(&mut this, cx, timer) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) => Err(timed_out(name, timeout)),
+                Poll::Ready(Err(error)) => Err(error),
+            },
+        };
+        // Ended: drop the service here, where a panic in its destructor is still caught.
+        if let Some(message) = self.stop() {
+            result = Err(Error::Panicked {
+                service: name.clone(),
+                message,
+            });
+        }
+        Poll::Ready(result)
+    }
+}
+
+/// Polls the call's own deadline, creating its sleep the first time: a call that answers at
+/// its first poll needs no timer. `Ready(Err)` when the timer panicked.
+fn poll_own_deadline<Mk, Fut, T: Timer>(
+    this: &mut AttemptProj<'_, Mk, Fut, T::Sleep>,
+    cx: &mut TaskContext<'_>,
+    timer: &T,
+) -> Poll<Result<(), Error>> {
+    let Some(own) = *this.own_deadline else {
+        return Poll::Pending;
+    };
+    if this.sleep.is_none() {
+        match catch_unwind(AssertUnwindSafe(|| timer.sleep_until(own))) {
+            Ok(sleep) => this.sleep.set(Some(sleep)),
+            Err(payload) => return Poll::Ready(Err(timer_failed(payload))),
+        }
+    }
+    let Some(sleep) = this.sleep.as_mut().as_pin_mut() else {
+        return Poll::Pending;
+    };
+    match catch_unwind(AssertUnwindSafe(|| sleep.poll(cx))) {
+        Ok(Poll::Pending) => Poll::Pending,
+        Ok(Poll::Ready(())) => Poll::Ready(Ok(())),
+        Err(payload) => Poll::Ready(Err(timer_failed(payload))),
+    }
+}
+
+/// What every call does once it has ended: hands the failure of a required call to the group,
+/// frees its slot, and reports it (only if its service was called).
+pub(crate) fn ended(
+    shared: &Shared,
+    name: &str,
+    error: Option<&Error>,
+    settings: Settings,
+    made: bool,
+    cancelled: bool,
+    elapsed: Duration,
+) {
+    if let Some(error) = error {
+        if !cancelled && !settings.optional {
+            shared.fail(error.clone());
+        }
+    }
+    shared.finished();
+    if made {
+        report(shared, name, error, elapsed, settings.optional, cancelled);
+    }
+}
+
+/// The record and the event of a call that started and ended.
+fn report(
+    shared: &Shared,
+    name: &str,
+    error: Option<&Error>,
+    elapsed: Duration,
+    optional: bool,
+    cancelled: bool,
+) {
+    let records = &shared.records;
+    let (level, message) = match error {
+        _ if cancelled => (Level::Debug, "fetch cancelled"),
+        None => (Level::Debug, "fetch finished"),
+        Some(_) if optional => (Level::Info, "optional fetch failed, going on without it"),
+        Some(_) => (Level::Debug, "fetch failed"),
+    };
+    if records.enabled(level) {
+        let mut keys = vec![
+            ("service", Value::from(name)),
+            ("elapsed_ms", Value::from(millis(elapsed))),
+        ];
+        let text = error.filter(|_| !cancelled).map(chain);
+        if let Some(text) = &text {
+            keys.push(("error", Value::from(text.as_str())));
+        }
+        records.write(level, message, &keys);
+    }
+    if let Some(observer) = &shared.observer {
+        let outcome = match error {
+            _ if cancelled => Outcome::Cancelled,
+            None => Outcome::Succeeded,
+            Some(error) => Outcome::of(error),
+        };
+        observer.call_finished(&CallFinished {
+            group: shared.id,
+            name,
+            elapsed,
+            outcome,
+            optional,
+            error: error.filter(|_| !cancelled),
+        });
+    }
+}
+
+#[allow(clippy::ptr_arg)]
+fn timed_out(name: &Cow<'static, str>, timeout: Option<Duration>) -> Error {
+    Error::TimedOut {
+        service: name.clone(),
+        timeout: timeout.unwrap_or_default(),
+    }
+}
+
+#[allow(clippy::ptr_arg)]
+fn panicked(name: &Cow<'static, str>, payload: Box<dyn std::any::Any + Send>) -> Error {
+    Error::Panicked {
+        service: name.clone(),
+        message: contain(payload),
+    }
+}
+
+/// The error of a timer that panicked.
+pub(crate) fn timer_failed(payload: Box<dyn std::any::Any + Send>) -> Error {
+    Error::Timer {
+        message: contain(payload),
+    }
+}
+
+/// The message of a caught panic. The payload is dropped inside `catch_unwind` too: a payload
+/// whose own destructor panics must not escape either.
+fn contain(payload: Box<dyn std::any::Any + Send>) -> String {
+    let message = panic_message(&*payload);
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+    message
+}

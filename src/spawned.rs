@@ -1,0 +1,354 @@
+//! A call handed to an executor: its [`Cell`] (what its handle, its task and its group share,
+//! in one allocation: no channel, no separate abort handle) and its [`Task`] (the future the
+//! executor runs). A task is cancelled by setting the cell's `aborted` flag and waking it: it
+//! drops its service at its next poll. An executor may also hand the task back, to be polled
+//! by the group itself with the cell as its waker.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll, Wake, Waker};
+
+use futures::task::AtomicWaker;
+use pin_project_lite::pin_project;
+
+use crate::attempt::{Attempt, GROUP_FINISHED, Phase, Settings, ended};
+use crate::context::Context;
+use crate::error::{BoxError, Error};
+use crate::executor::Executor;
+use crate::state::Shared;
+use crate::sync::lock;
+use crate::timer::Timer;
+
+/// What a spawned call's handle, its task and its group share. `Mk` makes the service.
+pub(crate) struct Cell<V, Mk> {
+    shared: Arc<Shared>,
+    index: usize,
+    name: Cow<'static, str>,
+    /// Set when the call is no longer wanted: its task drops the service at its next poll.
+    aborted: AtomicBool,
+    /// Set when the executor first polls the task.
+    polled: AtomicBool,
+    /// Set once the outcome is stored: nothing left to cancel, and the handle may take it.
+    ended: AtomicBool,
+    /// The task's waker, to wake it when it is aborted.
+    task_waker: AtomicWaker,
+    /// The handle's waker, woken when the outcome is stored. Not behind the lock: the handle
+    /// and the task (on another thread) never wait for each other.
+    handle_waker: AtomicWaker,
+    state: Mutex<State<V, Mk>>,
+}
+
+struct State<V, Mk> {
+    make: Option<Mk>,
+    settings: Settings,
+    phase: Phase,
+    outcome: Option<Result<V, Error>>,
+}
+
+/// The handle's view of a spawned call: [`Call`](crate::Call) holds one.
+pub(crate) trait Slot<V>: Send + Sync {
+    /// Changes the settings; false if the call has already been launched.
+    fn configure(&self, change: &mut dyn FnMut(&mut Settings)) -> bool;
+    /// The outcome, once; `Ready(None)` if it was already taken.
+    fn poll_outcome(&self, cx: &mut TaskContext<'_>) -> Poll<Option<Result<V, Error>>>;
+    /// The handle was dropped: the call is no longer wanted.
+    fn abort(&self);
+}
+
+/// The group's view of a spawned call.
+pub(crate) trait Entry<E, T>: Send + Sync {
+    fn name(&self) -> &str;
+    fn phase(&self) -> Phase;
+    /// Starts the call: hands its task to the executor, or returns it to be polled by the
+    /// group when the executor hands it back. `None` also when the call was dropped before.
+    fn launch(self: Arc<Self>, executor: &E, timer: &T) -> Option<Local>;
+    /// Cancels the call: its task drops its service at its next poll (it is woken for it); a
+    /// call not launched yet ends with `error`.
+    fn abort(&self, error: &Error);
+}
+
+/// A task handed back by the executor, polled by the group.
+pub(crate) struct Local {
+    pub(crate) task: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Marks the call ready in the group.
+    pub(crate) waker: Waker,
+}
+
+impl<V, Mk> Cell<V, Mk> {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        index: usize,
+        name: Cow<'static, str>,
+        make: Mk,
+    ) -> Cell<V, Mk> {
+        Cell {
+            shared,
+            index,
+            name,
+            aborted: AtomicBool::new(false),
+            polled: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+            task_waker: AtomicWaker::new(),
+            handle_waker: AtomicWaker::new(),
+            state: Mutex::new(State {
+                make: Some(make),
+                settings: Settings::default(),
+                phase: Phase::Registered,
+                outcome: None,
+            }),
+        }
+    }
+
+    /// Ends a call that was never launched with `error`.
+    pub(crate) fn refuse(&self, error: Error) {
+        let make = {
+            let mut state = lock(&self.state);
+            if state.phase != Phase::Registered {
+                return;
+            }
+            state.phase = Phase::Done;
+            state.outcome = Some(Err(error));
+            state.make.take()
+        };
+        self.ended.store(true, Ordering::Release);
+        drop(make); // the caller's closure, dropped outside the lock
+        self.handle_waker.wake();
+    }
+
+    /// Records the outcome of a launched call, once, wakes its handle, and does what every
+    /// ended call does.
+    fn finish(
+        &self,
+        result: Result<V, Error>,
+        settings: Settings,
+        made: bool,
+        cancelled: bool,
+        elapsed: std::time::Duration,
+    ) {
+        let error = {
+            let mut state = lock(&self.state);
+            if state.phase == Phase::Done {
+                return;
+            }
+            state.phase = Phase::Done;
+            let error = result.as_ref().err().cloned();
+            state.outcome = Some(result);
+            error
+        };
+        self.ended.store(true, Ordering::Release);
+        let name = &self.name;
+        ended(
+            &self.shared,
+            name,
+            error.as_ref(),
+            settings,
+            made,
+            cancelled,
+            elapsed,
+        );
+        self.handle_waker.wake();
+    }
+}
+
+impl<V, Mk> Slot<V> for Cell<V, Mk>
+where
+    V: Send + 'static,
+    Mk: Send + 'static,
+{
+    fn configure(&self, change: &mut dyn FnMut(&mut Settings)) -> bool {
+        let mut state = lock(&self.state);
+        if state.phase != Phase::Registered {
+            return false;
+        }
+        change(&mut state.settings);
+        true
+    }
+
+    fn poll_outcome(&self, cx: &mut TaskContext<'_>) -> Poll<Option<Result<V, Error>>> {
+        if !self.ended.load(Ordering::Acquire) {
+            // Registered first, then the flag checked again: an outcome stored in between is
+            // not missed. The lock is taken only once the outcome is there.
+            self.handle_waker.register(cx.waker());
+            if !self.ended.load(Ordering::Acquire) {
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(lock(&self.state).outcome.take())
+    }
+
+    fn abort(&self) {
+        if self.ended.load(Ordering::Acquire) {
+            return;
+        }
+        self.aborted.store(true, Ordering::Release);
+        let make = {
+            let mut state = lock(&self.state);
+            if state.phase == Phase::Registered {
+                state.phase = Phase::Done;
+                state.make.take()
+            } else {
+                None
+            }
+        };
+        drop(make);
+        self.task_waker.wake();
+    }
+}
+
+impl<V, Mk, Fut, Er, E, T> Entry<E, T> for Cell<V, Mk>
+where
+    Mk: FnOnce(Context) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<V, Er>> + Send + 'static,
+    Er: Into<BoxError>,
+    V: Send + 'static,
+    E: Executor,
+    T: Timer,
+{
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn phase(&self) -> Phase {
+        match lock(&self.state).phase {
+            Phase::Launched if self.polled.load(Ordering::Acquire) => Phase::Running,
+            phase => phase,
+        }
+    }
+
+    fn launch(self: Arc<Self>, executor: &E, timer: &T) -> Option<Local> {
+        let (make, settings) = {
+            let mut state = lock(&self.state);
+            if state.phase != Phase::Registered || self.aborted.load(Ordering::Acquire) {
+                return None;
+            }
+            state.phase = Phase::Launched;
+            (state.make.take()?, state.settings)
+        };
+        self.shared.launched();
+        let task = Task {
+            cell: self.clone(),
+            timer: timer.clone(),
+            settings,
+            local: false,
+            done: false,
+            attempt: Attempt::new(make),
+        };
+        let mut task = executor.spawn(task)?;
+        task.local = true;
+        Some(Local {
+            task: Box::pin(task),
+            waker: Waker::from(self),
+        })
+    }
+
+    fn abort(&self, error: &Error) {
+        if self.ended.load(Ordering::Acquire) {
+            return;
+        }
+        if lock(&self.state).phase == Phase::Registered {
+            self.refuse(error.clone());
+        }
+        Slot::abort(self);
+    }
+}
+
+impl<V, Mk> Wake for Cell<V, Mk>
+where
+    V: Send + 'static,
+    Mk: Send + 'static,
+{
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.shared.wake_local(self.index);
+    }
+}
+
+pin_project! {
+    /// The future that runs one spawned call.
+    pub(crate) struct Task<V, Mk, Fut, T: Timer> {
+        cell: Arc<Cell<V, Mk>>,
+        timer: T,
+        settings: Settings,
+        // Handed back and polled by the group: cancelled by being dropped, so it keeps no waker.
+        local: bool,
+        done: bool,
+        #[pin]
+        attempt: Attempt<Mk, Fut, T::Sleep>,
+    }
+
+    impl<V, Mk, Fut, T: Timer> PinnedDrop for Task<V, Mk, Fut, T> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            let mut attempt = this.attempt;
+            let _ = attempt.as_mut().stop();
+            if !*this.done {
+                // Dropped unfinished: cancelled by failfast, or lost by the executor.
+                let cell = &**this.cell;
+                let aborted = cell.aborted.load(Ordering::Acquire);
+                let error = if aborted {
+                    Error::Misuse { message: GROUP_FINISHED }
+                } else {
+                    Error::Dropped { service: cell.name.clone() }
+                };
+                let elapsed = attempt.elapsed(&*this.timer);
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    cell.finish(Err(error), *this.settings, attempt.made(), aborted, elapsed);
+                }));
+            }
+        }
+    }
+}
+
+impl<V, Mk, Fut, Er, T> Future for Task<V, Mk, Fut, T>
+where
+    Mk: FnOnce(Context) -> Fut,
+    Fut: Future<Output = Result<V, Er>>,
+    Er: Into<BoxError>,
+    T: Timer,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        let this = self.project();
+        if *this.done {
+            return Poll::Ready(());
+        }
+        let cell = &**this.cell;
+        if cell.aborted.load(Ordering::Acquire) {
+            // Cancelled: the drop, right after this, drops the service and reports it.
+            return Poll::Ready(());
+        }
+        let mut attempt = this.attempt;
+        if !attempt.made() {
+            cell.polled.store(true, Ordering::Release);
+        }
+        let timeout = this.settings.timeout;
+        match attempt
+            .as_mut()
+            .poll_attempt(cx, &cell.shared, &cell.name, timeout, &*this.timer)
+        {
+            Poll::Ready(result) => {
+                *this.done = true;
+                let elapsed = attempt.elapsed(&*this.timer);
+                cell.finish(result, *this.settings, attempt.made(), false, elapsed);
+                Poll::Ready(())
+            }
+            Poll::Pending if *this.local => Poll::Pending,
+            Poll::Pending => {
+                // Registered only when pending (a call that answers at once needs no waker),
+                // then the flag checked again: an abort in between is not missed.
+                cell.task_waker.register(cx.waker());
+                if cell.aborted.load(Ordering::Acquire) {
+                    return Poll::Ready(());
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
