@@ -1,0 +1,86 @@
+//! The README's "Any fan-out" example, with the services it leaves out filled in, so that the
+//! README keeps compiling and saying what happens.
+
+use std::time::Duration;
+
+use failfast::{BoxError, Context, Error, FailFast};
+use futures::future::{try_join_all, try_join3};
+
+mod profiles {
+    pub async fn get(_ctx: failfast::Context, id: u64) -> Result<String, failfast::BoxError> {
+        Ok(format!("user {id}"))
+    }
+}
+
+mod orders {
+    pub async fn count(_ctx: failfast::Context, _id: u64) -> Result<u32, failfast::BoxError> {
+        Ok(5)
+    }
+}
+
+mod recs {
+    pub struct Item;
+
+    pub async fn top(_ctx: failfast::Context, _id: u64) -> Result<Vec<Item>, std::io::Error> {
+        futures_timer::Delay::new(std::time::Duration::from_secs(5)).await;
+        Ok(vec![Item])
+    }
+}
+
+async fn dashboard(ff: &FailFast, ctx: &Context, id: u64) -> Result<String, Error> {
+    let group = ff.group(ctx);
+    let (name, orders, recs) = group
+        .run(try_join3(
+            group.call("profile", move |ctx| profiles::get(ctx, id)), // -> Result<String, _>
+            group.call("orders", move |ctx| orders::count(ctx, id)),  // -> Result<u32, _>
+            group
+                .call("recs", move |ctx| recs::top(ctx, id)) // -> Result<Vec<Item>, _>
+                .timeout(Duration::from_millis(50)) // its own deadline
+                .optional(), // its failure: Ok(None)
+        ))
+        .await?;
+    Ok(format!(
+        "{name}: {orders} orders, {} recommendations",
+        recs.map_or(0, |r| r.len())
+    ))
+}
+
+#[test]
+fn the_readme_dashboard_answers_without_the_slow_optional_call()
+-> Result<(), Box<dyn std::error::Error>> {
+    let ff = FailFast::builder()
+        .timeout(Duration::from_secs(1))
+        .limit(16)
+        .build()?;
+    let page = futures::executor::block_on(dashboard(&ff, &Context::background(), 42))?;
+    assert_eq!(page, "user 42: 5 orders, 0 recommendations");
+    Ok(())
+}
+
+#[test]
+fn the_readme_shards_fail_fast_naming_the_shard() {
+    let ff = FailFast::builder().build().unwrap();
+    let ctx = Context::background();
+    async fn fetch(_ctx: Context, i: usize) -> Result<usize, BoxError> {
+        if i == 93 {
+            return Err("connection refused".into());
+        }
+        futures_timer::Delay::new(Duration::from_secs(5)).await;
+        Ok(i)
+    }
+    let n = 100;
+    let err = futures::executor::block_on(async {
+        let group = ff.group(&ctx);
+        group
+            .run(try_join_all((0..n).map(|i| {
+                group.call(format!("shard-{i}"), move |ctx| fetch(ctx, i))
+            })))
+            .await
+    })
+    .unwrap_err();
+    assert_eq!(err.to_string(), "shard-93 service failed");
+    assert_eq!(
+        format!("{err:#}"),
+        "shard-93 service failed: connection refused"
+    );
+}
