@@ -14,6 +14,16 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// Shared rather than boxed because a failure has two readers: the call's own future (so that
 /// your join stops) and the group (which returns the first failure whatever your join does).
 /// `err.source()` is the service's error itself, so `downcast_ref` works as usual.
+///
+/// # Examples
+///
+/// ```
+/// use std::error::Error as _;
+///
+/// let err = failfast::Error::service_failed("ledger", std::io::Error::other("disk full"));
+/// let io = err.source().and_then(|source| source.downcast_ref::<std::io::Error>());
+/// assert_eq!(io.map(|io| io.to_string()), Some("disk full".to_owned()));
+/// ```
 pub type SharedError = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Why a group (or an aggregate) failed, or why one call did.

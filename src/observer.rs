@@ -80,6 +80,19 @@ impl<O: Observer + ?Sized> Observer for std::sync::Arc<O> {
 }
 
 /// A call started. See [`Observer::call_started`].
+///
+/// # Examples
+///
+/// ```
+/// use failfast::{CallStarted, Observer};
+///
+/// struct Starts;
+/// impl Observer for Starts {
+///     fn call_started(&self, call: &CallStarted<'_>) {
+///         println!("group {}: {} started", call.group, call.name);
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct CallStarted<'a> {
@@ -90,6 +103,21 @@ pub struct CallStarted<'a> {
 }
 
 /// A call finished. See [`Observer::call_finished`].
+///
+/// # Examples
+///
+/// ```
+/// use failfast::{CallFinished, Observer, Outcome};
+///
+/// struct Failures;
+/// impl Observer for Failures {
+///     fn call_finished(&self, call: &CallFinished<'_>) {
+///         if let (Outcome::Failed, Some(error)) = (call.outcome, call.error) {
+///             eprintln!("{} failed after {:?}: {error:#}", call.name, call.elapsed);
+///         }
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct CallFinished<'a> {
@@ -109,6 +137,23 @@ pub struct CallFinished<'a> {
 }
 
 /// A group finished. See [`Observer::group_finished`].
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use failfast::{GroupFinished, Observer};
+///
+/// #[derive(Default)]
+/// struct Counts { ok: AtomicU64, failed: AtomicU64 }
+///
+/// impl Observer for Counts {
+///     fn group_finished(&self, group: &GroupFinished<'_>) {
+///         let counter = if group.error.is_none() { &self.ok } else { &self.failed };
+///         counter.fetch_add(1, Ordering::Relaxed);
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct GroupFinished<'a> {
@@ -123,6 +168,17 @@ pub struct GroupFinished<'a> {
 }
 
 /// How a call ended.
+///
+/// # Examples
+///
+/// ```
+/// use failfast::Outcome;
+///
+/// fn is_error(outcome: Outcome) -> bool {
+///     !matches!(outcome, Outcome::Succeeded | Outcome::Cancelled)
+/// }
+/// assert!(is_error(Outcome::TimedOut));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Outcome {

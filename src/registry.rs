@@ -5,6 +5,7 @@
 use std::any::Any;
 use std::num::NonZeroUsize;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::task::{Context as TaskContext, Poll};
 
@@ -26,6 +27,8 @@ const NAMES_LISTED: usize = 16;
 /// The calls of one group.
 pub(crate) struct Registry<E, T> {
     inner: Mutex<Inner<E, T>>,
+    /// How many calls were made: `inner.slots.len()`, readable without the lock.
+    made: AtomicUsize,
 }
 
 struct Inner<E, T> {
@@ -78,6 +81,7 @@ impl<E, T> Registry<E, T> {
                 scratch: Vec::new(),
                 fresh: false,
             }),
+            made: AtomicUsize::new(0),
         }
     }
 
@@ -87,7 +91,7 @@ impl<E, T> Registry<E, T> {
 
     /// How many calls were made.
     pub(crate) fn len(&self) -> usize {
-        self.lock().slots.len()
+        self.made.load(Ordering::Acquire)
     }
 
     pub(crate) fn stage(&self) -> Stage {
@@ -114,6 +118,7 @@ impl<E, T> Registry<E, T> {
             });
         }
         inner.slots.push(CallSlot::Inline(call));
+        self.made.store(inner.slots.len(), Ordering::Release);
         inner.slots.len() - 1
     }
 
@@ -134,6 +139,7 @@ impl<E, T> Registry<E, T> {
             entry: entry.clone(),
             local: None,
         });
+        self.made.store(inner.slots.len(), Ordering::Release);
         (index, entry)
     }
 
@@ -290,15 +296,20 @@ impl<E: crate::executor::Executor, T: Timer> Registry<E, T> {
         }
         let mut ready = std::mem::take(&mut inner.scratch);
         loop {
-            launch(inner, env, &mut ready, in_run);
+            let first = inner.next;
+            launch(inner, env, in_run);
+            // The calls woken since the last poll (all launched before) and the calls just
+            // launched, in the order they were made: of calls ready together, the one made
+            // first goes first.
             env.shared.take_ready(&mut ready);
-            if ready.is_empty() {
+            ready.sort_unstable();
+            ready.dedup();
+            let launched = first..inner.next;
+            if ready.is_empty() && launched.is_empty() {
                 break;
             }
-            ready.sort_unstable(); // of calls ready together, the one made first goes first
-            ready.dedup();
             let mut freed = false;
-            for &index in &ready {
+            for index in ready.iter().copied().chain(launched) {
                 if env.shared.has_failed() {
                     break; // fail fast: `run` ends the group; nothing more is polled
                 }
@@ -310,16 +321,15 @@ impl<E: crate::executor::Executor, T: Timer> Registry<E, T> {
                         local: Some(local), ..
                     }) => {
                         let mut cx = TaskContext::from_waker(&local.waker);
-                        local.task.as_mut().poll(&mut cx).is_ready()
+                        let ended = local.task.as_mut().poll(&mut cx).is_ready();
+                        if ended {
+                            inner.slots[index] = CallSlot::Gone;
+                        }
+                        ended
                     }
                     _ => false,
                 };
-                if ended {
-                    if let Some(CallSlot::Spawned { local, .. }) = inner.slots.get_mut(index) {
-                        *local = None;
-                    }
-                    freed = true;
-                }
+                freed |= ended;
             }
             ready.clear();
             // Calls that ended freed slots: launch the calls waiting for them.
@@ -332,8 +342,8 @@ impl<E: crate::executor::Executor, T: Timer> Registry<E, T> {
     }
 }
 
-/// Launches waiting calls while the limit allows, and notes in `ready` those the group polls.
-fn launch<E, T>(inner: &mut Inner<E, T>, env: &Env<'_, E, T>, ready: &mut Vec<usize>, in_run: bool)
+/// Launches waiting calls while the limit allows; the caller polls those the group polls.
+fn launch<E, T>(inner: &mut Inner<E, T>, env: &Env<'_, E, T>, in_run: bool)
 where
     E: crate::executor::Executor,
     T: Timer,
@@ -366,14 +376,10 @@ where
             CallSlot::Inline(call) => {
                 if call.as_mut().launch() {
                     shared.launched();
-                    ready.push(index);
                 }
             }
             CallSlot::Spawned { entry, local } => {
-                if let Some(handed_back) = entry.clone().launch(env.executor, env.timer) {
-                    *local = Some(handed_back);
-                    ready.push(index);
-                }
+                *local = entry.clone().launch(env.executor, env.timer);
             }
             CallSlot::Gone => {}
         }

@@ -310,6 +310,27 @@ pin_project! {
     /// # Cancellation
     ///
     /// Dropping it before it completes cancels every call of the group and the calls' context.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use failfast::{BoxError, Context, FailFast};
+    /// use futures::FutureExt;
+    ///
+    /// let ff = FailFast::builder().build()?;
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// let group = ff.group(&ctx);
+    /// let slow = group.call("slow", |_ctx| async {
+    ///     futures_timer::Delay::new(Duration::from_secs(10)).await;
+    ///     Ok::<_, BoxError>(())
+    /// });
+    /// let mut run = Box::pin(group.run(slow));
+    /// assert!((&mut run).now_or_never().is_none()); // started, pending
+    /// cancel.cancel();
+    /// assert!(futures::executor::block_on(run).unwrap_err().is_cancelled());
+    /// # Ok::<_, failfast::BuildError>(())
+    /// ```
     #[must_use = "futures do nothing unless you .await or poll them"]
     pub struct Run<'g, F, E, T>
     where
