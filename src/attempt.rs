@@ -54,14 +54,11 @@ pin_project! {
         made: bool,
         // When the service was called, if the call times itself.
         started: Option<Instant>,
-        // The call's own deadline, when it is earlier than the group's.
-        own_deadline: Option<Instant>,
-        // Cancels the call's own context (made only for a call with its own deadline).
-        cancel: Option<CancelHandle>,
+        // The call's own deadline, when it is earlier than the group's: boxed, because few
+        // calls have one and a sleep can be large.
+        own: Option<Pin<Box<Own<S>>>>,
         #[pin]
         fut: Option<Fut>,
-        #[pin]
-        sleep: Option<S>,
     }
 
     impl<Mk, Fut, S> PinnedDrop for Attempt<Mk, Fut, S> {
@@ -71,16 +68,25 @@ pin_project! {
     }
 }
 
+pin_project! {
+    /// A call's own deadline: when, the handle that cancels its own context, and the sleep
+    /// (made only if the call is pending).
+    struct Own<S> {
+        deadline: Instant,
+        cancel: CancelHandle,
+        #[pin]
+        sleep: Option<S>,
+    }
+}
+
 impl<Mk, Fut, S> Attempt<Mk, Fut, S> {
     pub(crate) fn new(make: Mk) -> Self {
         Attempt {
             make: Some(make),
             made: false,
             started: None,
-            own_deadline: None,
-            cancel: None,
+            own: None,
             fut: None,
-            sleep: None,
         }
     }
 
@@ -100,15 +106,15 @@ impl<Mk, Fut, S> Attempt<Mk, Fut, S> {
     /// call's own context. Returns the message of a panic raised by the service's destructor.
     pub(crate) fn stop(self: Pin<&mut Self>) -> Option<String> {
         let this = self.project();
-        let (mut fut, mut sleep, make) = (this.fut, this.sleep, this.make);
+        let (mut fut, own, make) = (this.fut, this.own, this.make);
         let panicked = catch_unwind(AssertUnwindSafe(|| fut.set(None)))
             .err()
             .map(contain);
-        let _ = catch_unwind(AssertUnwindSafe(|| sleep.set(None)));
-        let _ = catch_unwind(AssertUnwindSafe(|| *make = None));
-        if let Some(cancel) = this.cancel.take() {
-            cancel.cancel();
+        if let Some(own) = own.as_ref() {
+            own.cancel.cancel();
         }
+        let _ = catch_unwind(AssertUnwindSafe(|| *own = None));
+        let _ = catch_unwind(AssertUnwindSafe(|| *make = None));
         panicked
     }
 
@@ -146,8 +152,11 @@ impl<Mk, Fut, S> Attempt<Mk, Fut, S> {
                 if let Some(own) = own.filter(|&own| shared.deadline.is_none_or(|d| own < d)) {
                     let (own_ctx, cancel) = ctx.with_deadline(own).with_cancel();
                     ctx = own_ctx;
-                    *this.own_deadline = Some(own);
-                    *this.cancel = Some(cancel);
+                    *this.own = Some(Box::pin(Own {
+                        deadline: own,
+                        cancel,
+                        sleep: None,
+                    }));
                 }
             }
             if let Some(observer) = &shared.observer {
@@ -156,7 +165,11 @@ impl<Mk, Fut, S> Attempt<Mk, Fut, S> {
                     name,
                 });
             }
-            if this.own_deadline.is_some_and(|own| Some(own) <= now) {
+            if this
+                .own
+                .as_ref()
+                .is_some_and(|own| Some(own.deadline) <= now)
+            {
                 // A zero timeout: the service is not called at all.
                 return Poll::Ready(Err(timed_out(name, timeout)));
             }
@@ -200,16 +213,18 @@ fn poll_own_deadline<Mk, Fut, T: Timer>(
     cx: &mut TaskContext<'_>,
     timer: &T,
 ) -> Poll<Result<(), Error>> {
-    let Some(own) = *this.own_deadline else {
+    let Some(own) = this.own.as_mut() else {
         return Poll::Pending;
     };
-    if this.sleep.is_none() {
-        match catch_unwind(AssertUnwindSafe(|| timer.sleep_until(own))) {
-            Ok(sleep) => this.sleep.set(Some(sleep)),
+    let mut own = own.as_mut().project();
+    if own.sleep.is_none() {
+        let deadline = *own.deadline;
+        match catch_unwind(AssertUnwindSafe(|| timer.sleep_until(deadline))) {
+            Ok(sleep) => own.sleep.set(Some(sleep)),
             Err(payload) => return Poll::Ready(Err(timer_failed(payload))),
         }
     }
-    let Some(sleep) = this.sleep.as_mut().as_pin_mut() else {
+    let Some(sleep) = own.sleep.as_mut().as_pin_mut() else {
         return Poll::Pending;
     };
     match catch_unwind(AssertUnwindSafe(|| sleep.poll(cx))) {
