@@ -245,6 +245,11 @@ pub(crate) fn ended(
     cancelled: bool,
     elapsed: Duration,
 ) {
+    // A service error once the group has cancelled the call's context (at its first failure,
+    // the caller's cancellation or its end) is the service obeying that cancellation: the call
+    // was cancelled, as the group itself reports it.
+    let cancelled = cancelled
+        || (matches!(error, Some(Error::Service { .. })) && shared.ctx.is_cancelled());
     if let Some(error) = error {
         if !cancelled && !settings.optional {
             shared.fail(error.clone());

@@ -18,8 +18,8 @@ use crate::state::Shared;
 /// What a call needs from its group.
 pub(crate) trait Driver: Sync {
     fn shared(&self) -> &Shared;
-    /// Launches the calls that can start and polls the inline ones that are ready.
-    fn drive(&self, cx: &mut TaskContext<'_>);
+    /// Whether the group has finished (its `run` returned, or it was dropped).
+    fn finished(&self) -> bool;
     /// The call `index` is no longer wanted: cancel it now if the group polls it.
     fn forget(&self, index: usize);
     /// The group's timer's time.
@@ -33,6 +33,10 @@ pub(crate) trait Driver: Sync {
 
 /// The message of a setting changed after the call had started.
 const TOO_LATE: &str = "a call's timeout or optional flag was set after the call had started: set them right after `call`";
+
+/// The message of a call awaited outside `run`.
+const OUTSIDE_RUN: &str = "a call was awaited outside `run`: the group's deadline and the caller's cancellation \
+     are enforced only there; hand the join of the calls to `group.run(..)`";
 
 /// The message of a call polled again after it had completed.
 const POLLED_AGAIN: &str = "a call was polled again after it had completed";
@@ -51,7 +55,10 @@ enum Source<V> {
 /// and [`optional`](Call::optional), and handed, joined with the group's other calls, to
 /// [`Group::run`](crate::Group::run). The call runs whether or not your join polls it: the
 /// group starts and watches every call it made, so a failure is seen at once even by a join
-/// that looks at calls one by one.
+/// that looks at calls one by one. Calls are awaited inside `run` (in the join, or in an
+/// `async` block given to it): a call awaited outside `run` is cancelled and yields
+/// [`Error::Misuse`], because nothing there would enforce the group's deadline or the
+/// caller's cancellation.
 ///
 /// # Cancellation
 ///
@@ -224,10 +231,12 @@ impl<V: 'static> Future for Call<'_, V> {
             this.cancel();
             return Poll::Ready(Err(Error::Misuse { message: TOO_LATE }));
         }
-        let in_run = this.driver.shared().in_run();
-        if !in_run {
-            // Awaited outside `run`: nobody else launches and polls the group's calls.
-            this.driver.drive(cx);
+        if !this.driver.shared().in_run() && !this.driver.finished() {
+            // Nothing would enforce the deadline or the caller's cancellation.
+            this.cancel();
+            return Poll::Ready(Err(Error::Misuse {
+                message: OUTSIDE_RUN,
+            }));
         }
         let outcome = match &this.source {
             Source::Inline(index) => {
@@ -246,14 +255,7 @@ impl<V: 'static> Future for Call<'_, V> {
                     message: GROUP_FINISHED,
                 })))
             }
-            Poll::Pending => match this.driver.shared().failure() {
-                // Outside `run`, the group's first failure ends the calls still waiting too.
-                Some(failure) if !in_run => {
-                    this.cancel();
-                    Poll::Ready(Err(failure))
-                }
-                _ => Poll::Pending,
-            },
+            Poll::Pending => Poll::Pending,
         }
     }
 }

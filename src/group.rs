@@ -16,7 +16,7 @@ use crate::executor::{Executor, Inline};
 use crate::fail_fast::FailFast;
 use crate::inline::InlineCall;
 use crate::records::Records;
-use crate::registry::{Env, Registry};
+use crate::registry::{Env, Registry, Stage};
 use crate::spawned::Cell;
 use crate::state::Shared;
 use crate::timer::Timer;
@@ -28,7 +28,7 @@ use crate::timer::Timer;
 /// context carrying the group's deadline (and the call's own, if it has one), cancelled at the
 /// first failure of a required call and when `run` returns, however it returns. One group is
 /// one run: a second `run`, or a call made after `run` returned, ends with
-/// [`Error::Misuse`].
+/// [`Error::Misuse`](crate::Error::Misuse).
 ///
 /// # Examples
 ///
@@ -95,7 +95,10 @@ impl<'ff, E: Executor, T: Timer> Group<'ff, E, T> {
     /// group on [`Inline`](crate::executor::Inline)). Go's `g.Go(f)`.
     ///
     /// `name` is a `&'static str` (no allocation) or a `String` (names made at run time); it
-    /// names the call in errors, records and events. The returned [`Call`] is a future of the
+    /// names the call in errors, records and events. `f`, its future and its value must be
+    /// `Send + 'static`, even on [`Inline`](crate::executor::Inline), as for a spawned task:
+    /// move owned data in (`move |ctx| fetch(ctx, id.clone())`), not borrows. In an `async`
+    /// block that uses `?`, name the error type of its `Ok`: `Ok::<_, BoxError>(value)`. The returned [`Call`] is a future of the
     /// call's result, to be joined with the others and handed to [`run`](Group::run). Nothing
     /// starts before `run` (or the call itself) is polled; under a
     /// [`limit`](crate::FailFastBuilder::limit), calls start in the order they were made.
@@ -220,9 +223,9 @@ impl<'ff, E: Executor, T: Timer> Group<'ff, E, T> {
 
     /// Launches the calls that may start and polls the inline ones that are ready; registers
     /// `cx` to be woken when more can be done. Returns how many calls the group has made.
-    pub(crate) fn drive(&self, cx: &mut TaskContext<'_>, in_run: bool) -> usize {
+    pub(crate) fn drive(&self, cx: &mut TaskContext<'_>) -> usize {
         self.shared.waker.register(cx.waker());
-        self.registry.drive(&self.env(), in_run)
+        self.registry.drive(&self.env())
     }
 
     /// Ends the group: cancels the calls' context and every call still running. Idempotent.
@@ -236,8 +239,8 @@ impl<E: Executor, T: Timer> Driver for Group<'_, E, T> {
         &self.shared
     }
 
-    fn drive(&self, cx: &mut TaskContext<'_>) {
-        Group::drive(self, cx, false);
+    fn finished(&self) -> bool {
+        self.registry.stage() == Stage::Finished
     }
 
     fn forget(&self, index: usize) {

@@ -59,7 +59,8 @@ pub trait Observer: Send + Sync + 'static {
         let _ = call;
     }
 
-    /// A group finished: `run` is about to return.
+    /// A group finished: `run` is about to return, or was dropped before it finished (then
+    /// `error` is [`Error::Cancelled`]: the caller walked away).
     fn group_finished(&self, group: &GroupFinished<'_>) {
         let _ = group;
     }
@@ -163,7 +164,8 @@ pub struct GroupFinished<'a> {
     pub elapsed: Duration,
     /// How many calls were made in the group.
     pub calls: usize,
-    /// The error `run` returns, if it fails.
+    /// The error `run` returns, if it fails; [`Error::Cancelled`] if `run` was dropped before
+    /// it finished.
     pub error: Option<&'a Error>,
 }
 
@@ -191,7 +193,9 @@ pub enum Outcome {
     /// The call's own timeout passed.
     TimedOut,
     /// The group no longer needed the call (it failed, timed out, was cancelled, finished, or
-    /// the call's future was dropped), so the call was cancelled before it answered.
+    /// the call's future was dropped), so the call was cancelled: dropped before it answered,
+    /// or its service returned an error once the group had cancelled its context (a service
+    /// that honours its context fails because of the cancellation, not on its own).
     Cancelled,
     /// The executor dropped the call's task before it finished.
     Dropped,

@@ -285,10 +285,9 @@ fn take_slot<E, T>(inner: &mut Inner<E, T>, index: usize) -> Option<CallSlot<E, 
 
 impl<E: crate::executor::Executor, T: Timer> Registry<E, T> {
     /// Launches the calls that may start and polls the inline (and handed back) calls that
-    /// are ready. In `run`, nothing is launched once the group is over (`run` ends it);
-    /// outside, the calls not launched yet end with the reason. Returns how many calls the
-    /// group has made.
-    pub(crate) fn drive(&self, env: &Env<'_, E, T>, in_run: bool) -> usize {
+    /// are ready; nothing is launched once the group is over (`run` ends it). Returns how many
+    /// calls the group has made.
+    pub(crate) fn drive(&self, env: &Env<'_, E, T>) -> usize {
         let mut inner = self.lock();
         let inner = &mut *inner;
         if inner.stage == Stage::Finished {
@@ -297,7 +296,7 @@ impl<E: crate::executor::Executor, T: Timer> Registry<E, T> {
         let mut ready = std::mem::take(&mut inner.scratch);
         loop {
             let first = inner.next;
-            launch(inner, env, in_run);
+            launch(inner, env);
             // The calls woken since the last poll (all launched before) and the calls just
             // launched, in the order they were made: of calls ready together, the one made
             // first goes first.
@@ -343,12 +342,12 @@ impl<E: crate::executor::Executor, T: Timer> Registry<E, T> {
 }
 
 /// Launches waiting calls while the limit allows; the caller polls those the group polls.
-fn launch<E, T>(inner: &mut Inner<E, T>, env: &Env<'_, E, T>, in_run: bool)
+fn launch<E, T>(inner: &mut Inner<E, T>, env: &Env<'_, E, T>)
 where
     E: crate::executor::Executor,
     T: Timer,
 {
-    let fresh = std::mem::take(&mut inner.fresh) && in_run;
+    let fresh = std::mem::take(&mut inner.fresh);
     let limit = env.limit.map_or(usize::MAX, NonZeroUsize::get);
     let shared = env.shared;
     if inner.next == inner.slots.len() || shared.running() >= limit {
@@ -356,18 +355,8 @@ where
     }
     if fresh {
         // `run` has just checked the caller's context and deadline.
-    } else if let Some(error) = shared.over(env.timer.now()) {
-        if !in_run {
-            for slot in &mut inner.slots[inner.next..] {
-                match slot {
-                    CallSlot::Inline(call) => call.as_mut().refuse(error.clone()),
-                    CallSlot::Spawned { entry, .. } => entry.abort(&error),
-                    CallSlot::Gone => {}
-                }
-            }
-            inner.next = inner.slots.len();
-        }
-        return;
+    } else if shared.over(env.timer.now()).is_some() {
+        return; // `run` ends the group at this poll
     }
     while inner.next < inner.slots.len() && shared.running() < limit && !shared.has_failed() {
         let index = inner.next;

@@ -293,6 +293,10 @@ impl<E: Executor, T: Timer> Group<'_, E, T> {
                 &keys,
             );
         }
+        if self.shared.observer.is_some() {
+            let elapsed = self.shared.elapsed(self.ff.timer.now());
+            self.observe_end(elapsed, Some(&Error::Cancelled { elapsed }));
+        }
         self.close();
     }
 }
@@ -391,7 +395,7 @@ where
         let shared = &*group.shared;
         let mut decided = None;
         loop {
-            let made = group.drive(cx, true);
+            let made = group.drive(cx);
             if let Some(failure) = shared.failure() {
                 decided = Some(Err(failure));
                 break;

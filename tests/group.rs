@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::{drive_until, eventually, finish, ms, on_every_executor, order};
 use failfast::mock::{self, Mock};
 use failfast::timer::Manual;
-use failfast::{BoxError, Context, Error, FailFast, ProfileService, Timer};
+use failfast::{BoxError, Context, Error, FailFast, Outcome, ProfileService, Timer};
 use futures::future::{try_join_all, try_join3};
 
 on_every_executor!(
@@ -361,24 +361,58 @@ fn of_two_calls_failing_in_the_same_poll_inline_the_one_made_first_wins() {
     });
 }
 
-#[test]
-fn calls_awaited_without_run_still_run_and_fail_fast() {
-    let ff = FailFast::builder().build().unwrap();
-    let group = ff.group(&Context::background());
-    let hanging = Mock::new(1_u32).hang();
-    let calls = hanging.calls();
-    let waits = group.call("waits", order(&hanging));
-    let broken = group.call("broken", |_ctx| async {
-        Err::<u32, BoxError>("down".into())
-    });
-    futures::executor::block_on(async {
-        let err = finish(futures::future::try_join(waits, broken))
-            .await
-            .unwrap_err();
+on_every_executor!(
+    async fn a_service_that_stops_when_its_context_is_cancelled_is_reported_cancelled_not_failed(ex) {
+        let recorder = Recorder::default();
+        let ff = FailFast::builder().executor(ex).observer(recorder.clone()).build().unwrap();
+        let group = ff.group(&Context::background());
+        let polite = group.call("polite", |ctx: Context| async move {
+            ctx.cancelled().await;
+            Err::<(), BoxError>("request cancelled".into())
+        });
+        let broken = group.call("broken", |_ctx| async {
+            futures_timer::Delay::new(ms(20)).await;
+            Err::<(), BoxError>("down".into())
+        });
+
+        let err = finish(group.run(futures::future::try_join(polite, broken))).await.unwrap_err();
+
         assert_eq!(err.service(), Some("broken"));
-    });
-    drop(group);
-    assert_eq!(calls.cancelled(), 1);
+        eventually("both calls reported", || recorder.0.lock().unwrap().len() == 2).await;
+        let outcomes = recorder.0.lock().unwrap().clone();
+        assert!(outcomes.contains(&("broken".to_owned(), Outcome::Failed)), "{outcomes:?}");
+        // On Inline it is dropped before it sees the cancellation; spawned, it returns an error
+        // because of it: cancelled either way.
+        assert!(outcomes.contains(&("polite".to_owned(), Outcome::Cancelled)), "{outcomes:?}");
+    }
+);
+
+/// Records each call's name and outcome.
+#[derive(Clone, Default)]
+struct Recorder(std::sync::Arc<std::sync::Mutex<Vec<(String, Outcome)>>>);
+
+impl failfast::Observer for Recorder {
+    fn call_finished(&self, call: &failfast::CallFinished<'_>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((call.name.to_owned(), call.outcome));
+    }
+}
+
+#[test]
+fn a_call_awaited_outside_run_is_a_misuse_error_and_never_starts() {
+    let ff = FailFast::builder().timeout(ms(50)).build().unwrap();
+    let group = ff.group(&Context::background());
+    let service = Mock::new(1_u32);
+    let calls = service.calls();
+    let err = futures::executor::block_on(group.call("alone", order(&service))).unwrap_err();
+    assert!(matches!(err, Error::Misuse { .. }), "{err:?}");
+    assert!(err.to_string().contains("outside `run`"), "{err}");
+    assert_eq!(calls.started(), 0);
+    // The group itself can still run.
+    let value = futures::executor::block_on(group.run(group.call("inside", order(&service))));
+    assert_eq!(value.unwrap(), 1);
 }
 
 #[test]

@@ -61,16 +61,27 @@ fn a_setting_changed_after_the_call_started_is_a_misuse_error() {
     let ff = FailFast::builder().build().unwrap();
     let group = ff.group(&Context::background());
     let service = Mock::new(1_u32).hang();
-    futures::executor::block_on(async {
-        let mut call = group.call("early", order(&service));
-        assert!((&mut call).now_or_never().is_none()); // polled: it has started
-        let err = call.timeout(ms(10)).await.unwrap_err();
-        assert!(matches!(err, Error::Misuse { .. }), "{err:?}");
-        assert!(
-            err.to_string().contains("after the call had started"),
-            "{err}"
-        );
-    });
+    let err = futures::executor::block_on(group.run(async {
+        let call = group.call("early", order(&service));
+        // `run` launches the call made in its join before polling the join again.
+        let mut yielded = false;
+        futures::future::poll_fn(|_| {
+            if std::mem::replace(&mut yielded, true) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        call.timeout(ms(10)).await
+    }))
+    .unwrap_err();
+    assert!(matches!(err, Error::Misuse { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("after the call had started"),
+        "{err}"
+    );
+    assert_eq!(service.calls().started(), 1);
     assert_eq!(
         service.calls().cancelled(),
         1,
@@ -93,16 +104,15 @@ fn run_polled_again_after_it_completed_is_an_error_not_a_panic() {
 }
 
 #[test]
-fn a_group_never_run_cancels_its_started_calls_when_dropped() {
+fn a_group_dropped_without_running_drops_its_calls_unstarted() {
     let ff = FailFast::builder().build().unwrap();
     let service = Mock::new(1_u32).hang();
     {
         let group = ff.group(&Context::background());
-        let mut call = group.call("orphan", order(&service));
-        assert!((&mut call).now_or_never().is_none());
-        std::mem::forget(call); // even a leaked handle does not keep the call running
+        let call = group.call("orphan", order(&service));
+        std::mem::forget(call); // even a leaked handle keeps nothing alive
     }
-    assert_eq!(service.calls().cancelled(), 1);
+    assert_eq!(service.calls().started(), 0);
 }
 
 /// A timer whose sleeps never fire: what a tokio timer on a runtime nobody drives looks like.
