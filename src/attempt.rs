@@ -246,18 +246,27 @@ pub(crate) fn ended(
     elapsed: Duration,
 ) {
     // A service error once the group has cancelled the call's context (at its first failure,
-    // the caller's cancellation or its end) is the service obeying that cancellation: the call
-    // was cancelled, as the group itself reports it.
-    let cancelled = cancelled
-        || (matches!(error, Some(Error::Service { .. })) && shared.ctx.is_cancelled());
+    // the caller's cancellation or its end) is the service obeying that cancellation: it is
+    // reported as cancelled, as `run` itself reports it. (Read before this call's own failure
+    // cancels the context.)
+    let obeyed = matches!(error, Some(Error::Service { .. })) && shared.ctx.is_cancelled();
     if let Some(error) = error {
         if !cancelled && !settings.optional {
+            // The first failure of a required call, even one caused by the caller's
+            // cancellation: `run` reports that as `Cancelled`, keeping the documented order.
             shared.fail(error.clone());
         }
     }
     shared.finished();
     if made {
-        report(shared, name, error, elapsed, settings.optional, cancelled);
+        report(
+            shared,
+            name,
+            error,
+            elapsed,
+            settings.optional,
+            cancelled || obeyed,
+        );
     }
 }
 
