@@ -234,3 +234,39 @@ fn a_panic_due_with_the_deadline_is_still_reported_as_a_panic() {
         );
     });
 }
+
+#[test]
+fn an_error_and_a_panic_due_with_a_cancel_report_the_cancel_caused_first() {
+    // Inline, at one instant: profile's error (made first), orders' panic, the caller's
+    // cancel. The profile error is the first failure, caused by the cancel: `Cancelled`, not
+    // the panic that came second. (Found by the model soak, seed 7776649818540.)
+    let clock = Manual::new();
+    let agg = UserAggregator::builder(
+        mock::profile("Alice")
+            .delay(ms(200))
+            .fail("profile down")
+            .timer(clock.clone()),
+        mock::orders(5)
+            .delay(ms(200))
+            .panic("orders exploded")
+            .timer(clock.clone()),
+    )
+    .timer(clock.clone())
+    .timeout(ms(400))
+    .build()
+    .unwrap();
+    let (ctx, cancel) = Context::background().with_cancel();
+
+    futures::executor::block_on(async {
+        let mut aggregate = pin!(agg.aggregate(&ctx, 1));
+        assert!(
+            drive_until(aggregate.as_mut(), || clock.sleepers() == 3)
+                .await
+                .is_none()
+        );
+        cancel.cancel();
+        clock.advance(ms(200));
+        let err = finish(aggregate).await.unwrap_err();
+        assert!(err.is_cancelled(), "{err:?}");
+    });
+}
