@@ -27,11 +27,13 @@
 
 use std::future::Future;
 use std::pin::pin;
-#[cfg(feature = "smol")]
-use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+mod common;
+
+#[cfg(feature = "smol")]
+use common::SmolThread;
 use criterion::async_executor::FuturesExecutor;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use failfast::BoxError;
@@ -216,41 +218,6 @@ fn spawn_tokio(c: &mut Criterion) {
         });
         group.bench_function("baseline", |b| b.to_async(&rt).iter(|| join_set(n)));
         group.finish();
-    }
-}
-
-/// Runs a smol executor on one thread (the other core runs the benchmark) until dropped.
-#[cfg(feature = "smol")]
-struct SmolThread {
-    ex: Arc<smol::Executor<'static>>,
-    stop: Option<smol::channel::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-#[cfg(feature = "smol")]
-impl SmolThread {
-    fn start() -> SmolThread {
-        let ex = Arc::new(smol::Executor::new());
-        let (stop, stopped) = smol::channel::bounded::<()>(1);
-        let runner = ex.clone();
-        let thread = std::thread::spawn(move || {
-            let _ = smol::block_on(runner.run(stopped.recv()));
-        });
-        SmolThread {
-            ex,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-}
-
-#[cfg(feature = "smol")]
-impl Drop for SmolThread {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

@@ -357,20 +357,13 @@ impl<V: 'static> Future for Optional<'_, V> {
         if !error.is_call_failure() {
             return Poll::Ready(Err(error));
         }
-        // A service error once the caller has cancelled or the deadline has passed is caused by
-        // them, as for a required call: they end the group. A panic is always the call's own.
-        if matches!(error, Error::Service { .. } | Error::TimedOut { .. }) {
-            let now = call.driver.now();
-            let shared = call.driver.shared();
-            let elapsed = shared.elapsed(now);
-            if shared.parent.is_cancelled() {
-                return Poll::Ready(Err(Error::Cancelled { elapsed }));
-            }
-            if shared.expired(now) {
-                return Poll::Ready(Err(Error::DeadlineExceeded { elapsed }));
-            }
+        // An error caused by the caller's cancellation or the deadline is not the call's own:
+        // as for a required call, they end the group.
+        let now = call.driver.now();
+        match call.driver.shared().caused_by(&error, now) {
+            Some(cause) => Poll::Ready(Err(cause)),
+            None => Poll::Ready(Ok(None)),
         }
-        Poll::Ready(Ok(None))
     }
 }
 

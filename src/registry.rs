@@ -256,7 +256,9 @@ impl<E, T: Timer> Registry<E, T> {
     }
 
     /// The call `index` is no longer wanted: an inline call (or a spawned one handed back) is
-    /// cancelled now, unless the group is being driven right now (then at its next poll).
+    /// cancelled now. If the group is being driven on another thread right now, a handed-back
+    /// call stops at its next poll (its abort flag is set) and an inline one when the group
+    /// ends.
     pub(crate) fn forget(&self, index: usize, shared: &Shared, timer: &T) {
         let gone = match self.inner.try_lock() {
             Ok(mut inner) => take_slot(&mut inner, index),

@@ -192,13 +192,8 @@ impl<E: Executor, T: Timer> Group<'_, E, T> {
         let now = self.ff.timer.now();
         let elapsed = shared.elapsed(now);
         let mut result = match result {
-            Err(Error::Service { .. } | Error::TimedOut { .. }) if shared.parent.is_cancelled() => {
-                Err(Error::Cancelled { elapsed })
-            }
-            Err(Error::Service { .. } | Error::TimedOut { .. }) if shared.expired(now) => {
-                Err(Error::DeadlineExceeded { elapsed })
-            }
-            other => other,
+            Err(error) => Err(shared.caused_by(&error, now).unwrap_or(error)),
+            ok => ok,
         };
 
         // A deadline long past whose sleep has still not fired: the timer is not being driven.
@@ -284,17 +279,17 @@ impl<E: Executor, T: Timer> Group<'_, E, T> {
     /// `run` was dropped before it finished.
     fn walked_away(&self) {
         let records = &self.shared.records;
-        if records.enabled(Level::Debug) {
+        let debug = records.enabled(Level::Debug);
+        if debug || self.shared.observer.is_some() {
             let elapsed = self.shared.elapsed(self.ff.timer.now());
-            let keys = [("elapsed_ms", Value::from(millis(elapsed)))];
-            records.write(
-                Level::Debug,
-                "group dropped by the caller, cancelling the calls in flight",
-                &keys,
-            );
-        }
-        if self.shared.observer.is_some() {
-            let elapsed = self.shared.elapsed(self.ff.timer.now());
+            if debug {
+                let keys = [("elapsed_ms", Value::from(millis(elapsed)))];
+                records.write(
+                    Level::Debug,
+                    "group dropped by the caller, cancelling the calls in flight",
+                    &keys,
+                );
+            }
             self.observe_end(elapsed, Some(&Error::Cancelled { elapsed }));
         }
         self.close();

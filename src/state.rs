@@ -174,6 +174,16 @@ impl Shared {
         self.deadline.is_some_and(|deadline| now >= deadline)
     }
 
+    /// What a call's own error was caused by, if it was: a service error or a call's own
+    /// timeout seen once the caller has cancelled or the deadline has passed is reported as
+    /// that cancellation or deadline. A panic is always the call's own.
+    pub(crate) fn caused_by(&self, error: &Error, now: Instant) -> Option<Error> {
+        match error {
+            Error::Service { .. } | Error::TimedOut { .. } => self.over(now),
+            _ => None,
+        }
+    }
+
     /// Why no call may start any more, if the caller has cancelled or the deadline has passed.
     pub(crate) fn over(&self, now: Instant) -> Option<Error> {
         let elapsed = self.elapsed(now);

@@ -1,54 +1,15 @@
 //! Structured records through `log`, to the aggregator's own logger when one is set.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod common;
+
+use common::Capture;
 use failfast::{Context, UserAggregator, mock};
-
-/// One captured record: level, message and key-values rendered as `key=value`.
-type Line = (log::Level, String, Vec<String>);
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<Line>>>);
-
-impl log::Log for Capture {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.target() == "failfast"
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        struct Collect(Vec<String>);
-        impl<'kvs> log::kv::VisitSource<'kvs> for Collect {
-            fn visit_pair(
-                &mut self,
-                key: log::kv::Key<'kvs>,
-                value: log::kv::Value<'kvs>,
-            ) -> Result<(), log::kv::Error> {
-                self.0.push(format!("{key}={value}"));
-                Ok(())
-            }
-        }
-        let mut kvs = Collect(Vec::new());
-        record.key_values().visit(&mut kvs).unwrap();
-        self.0
-            .lock()
-            .unwrap()
-            .push((record.level(), record.args().to_string(), kvs.0));
-    }
-
-    fn flush(&self) {}
-}
-
-impl Capture {
-    fn lines(&self) -> Vec<Line> {
-        self.0.lock().unwrap().clone()
-    }
-}
 
 #[test]
 fn each_fetch_is_logged_with_user_id_service_and_elapsed_ms() {
-    log::set_max_level(log::LevelFilter::Trace);
-    let capture = Capture::default();
+    let capture = Capture::new();
     let agg = UserAggregator::builder(mock::profile("Alice"), mock::orders(5))
         .logger(capture.clone())
         .build()
@@ -82,8 +43,7 @@ fn each_fetch_is_logged_with_user_id_service_and_elapsed_ms() {
 
 #[test]
 fn a_failure_is_logged_once_at_warn_with_what_was_cancelled() {
-    log::set_max_level(log::LevelFilter::Trace);
-    let capture = Capture::default();
+    let capture = Capture::new();
     let agg = UserAggregator::builder(
         mock::profile("Alice").fail("profile db down"),
         mock::orders(5).delay(Duration::from_secs(10)),
