@@ -284,6 +284,7 @@ impl<P, O, E, T> UserAggregatorBuilder<P, O, E, T> {
             orders: Arc::new(self.orders),
             ff: FailFast {
                 executor: self.executor,
+                clock: Arc::new(self.timer.clone()),
                 timer: self.timer,
                 timeout: Some(self.timeout),
                 limit: None,

@@ -1,63 +1,131 @@
-//! [`Context`]: a deadline and a cancellation signal, handed from parent to child.
+//! [`Context`]: a deadline, a cancellation signal with a cause, and request-scoped values,
+//! handed from parent to child.
 
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context as TaskContext, Poll};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use event_listener::{Event, EventListener};
+use crate::error::{BoxError, SharedError};
+use crate::timer::Timer;
 
-use crate::sync::lock;
+mod after;
+mod clock;
+mod node;
+mod wait;
 
-/// A deadline and a cancellation signal, passed as the first argument to every call.
+pub use after::AfterHandle;
+pub use wait::{Cancelled, Done, RunUntilCancelled};
+
+pub(crate) use clock::Clock;
+
+use after::After;
+use node::{Kind, Node, Reason, Scope};
+
+/// A deadline, a cancellation signal and request-scoped values, passed as the first argument
+/// to every call.
 ///
-/// This is Go's `context.Context` for failfast. A context is cheap to clone; clones share the
-/// same cancellation. Children are derived with [`with_timeout`](Context::with_timeout),
-/// [`with_deadline`](Context::with_deadline) and [`with_cancel`](Context::with_cancel):
+/// This is Go's `context.Context` for failfast. A context is cheap to clone (one atomic
+/// increment, or none for [`background`](Context::background)); clones share the same
+/// cancellation. Children are derived with [`with_timeout`](Context::with_timeout),
+/// [`with_deadline`](Context::with_deadline), [`with_cancel`](Context::with_cancel),
+/// [`with_value`](Context::with_value) and the like:
 ///
 /// * a child's deadline is the earlier of its own and its parent's: the earlier deadline wins;
-/// * cancelling a parent cancels every child, never the other way round.
+/// * cancelling a parent cancels every child, never the other way round, and the child
+///   inherits the parent's [cause](Context::cause);
+/// * a child sees its parent's values, and its own value of a type shadows the parent's.
 ///
-/// The deadline is data, not a timer: a context does not fire by itself when its deadline
-/// passes (failfast stays runtime-agnostic by never owning a clock). Whoever runs the work
-/// enforces it, as [`Group::run`](crate::Group::run) does, and services read
-/// [`deadline`](Context::deadline) to pass the remaining budget downstream. When a group
-/// ends, whether it gives up (deadline, error, cancellation) or succeeds, it cancels the
-/// context it handed to its calls (Go's `defer cancel()`), and so does the first failure of a
-/// required call (errgroup's cancel on the first error), so `ctx.cancelled().await` inside a
-/// service wakes up either way.
+/// # Done, and the clock
 ///
-/// A deadline is an `Instant` of the real clock (`with_timeout` reads `Instant::now()`). With
-/// a virtual clock ([`timer::Manual`](crate::timer::Manual), or tokio's paused time), build
-/// deadlines from that clock instead: `ctx.with_deadline(timer.now() + d)`.
+/// A context is *done* when it is cancelled or its deadline has passed
+/// ([`err`](Context::err) says which). Asking is always right, even if nobody was woken:
+/// [`is_done`](Context::is_done) and [`err`](Context::err) read the clock. To *wait* for it,
+/// [`done`](Context::done) sleeps until the deadline on the context's clock:
+///
+/// * inside a group's call, the group's timer ([`FailFastBuilder::timer`]);
+/// * a timer attached with [`with_timer`](Context::with_timer), such as
+///   [`timer::Manual`](crate::timer::Manual) for virtual time;
+/// * otherwise the default timer, `timer::FuturesTimer` (feature `futures-timer`, on by
+///   default). With that feature off and no timer attached, a deadline is noticed when asked
+///   about but never wakes anyone: attach a timer with `with_timer`.
+///
+/// No timer is made for a deadline nobody waits on. [`cancelled`](Context::cancelled), by
+/// contrast, waits for cancellation alone (tokio's `CancellationToken::cancelled`).
+///
+/// A group cancels the context it hands its calls when it ends, however it ends (Go's `defer
+/// cancel()`), and at the first failure of a required call, with that failure as the cause
+/// (errgroup's `WithContext`).
 ///
 /// # Examples
 ///
 /// ```
 /// use std::time::Duration;
-/// use failfast::Context;
+/// use failfast::{Context, ContextError};
 ///
 /// let (ctx, cancel) = Context::background().with_cancel();
 /// let child = ctx.with_timeout(Duration::from_secs(1));
 /// assert!(child.deadline().is_some());
-/// assert!(!child.is_cancelled());
+/// assert_eq!(child.err(), None);
 ///
-/// cancel.cancel();
-/// assert!(child.is_cancelled());
+/// cancel.cancel_with("user logged out");
+/// assert_eq!(child.err(), Some(ContextError::Cancelled));
+/// assert_eq!(child.cause().unwrap().to_string(), "user logged out");
 /// ```
+///
+/// Done at the deadline, with no group involved:
+///
+/// ```
+/// use std::time::Duration;
+/// use failfast::{Context, ContextError};
+///
+/// # futures::executor::block_on(async {
+/// let ctx = Context::background().with_timeout(Duration::from_millis(20));
+/// ctx.done().await; // fires on the default timer
+/// assert_eq!(ctx.err(), Some(ContextError::DeadlineExceeded));
+/// assert_eq!(ctx.to_string(), "context deadline exceeded");
+/// # });
+/// ```
+///
+/// [`FailFastBuilder::timer`]: crate::FailFastBuilder::timer
 #[derive(Clone, Default)]
 pub struct Context {
     deadline: Option<Instant>,
     node: Option<Arc<Node>>,
 }
 
+/// Why a context is done: Go's `context.Canceled` and `context.DeadlineExceeded`.
+///
+/// Returned by [`Context::err`]; it is also the [cause](Context::cause) of a context that was
+/// given none.
+///
+/// # Examples
+///
+/// ```
+/// use failfast::{Context, ContextError};
+///
+/// let (ctx, cancel) = Context::background().with_cancel();
+/// cancel.cancel();
+/// assert_eq!(ctx.err(), Some(ContextError::Cancelled));
+/// assert_eq!(ContextError::Cancelled.to_string(), "context cancelled");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum ContextError {
+    /// The context, or one above it, was cancelled.
+    #[error("context cancelled")]
+    Cancelled,
+    /// The context's deadline passed (before any cancellation).
+    #[error("context deadline exceeded")]
+    DeadlineExceeded,
+}
+
 /// Cancels the [`Context`] it was created with, and every context derived from it.
 ///
 /// Returned by [`Context::with_cancel`]. Clones cancel the same context. Dropping a handle
-/// does *not* cancel: a handle that is dropped unused simply means "never cancelled".
+/// does *not* cancel: a handle that is dropped unused simply means "never cancelled". For
+/// Go's `defer cancel()`, hold a [`drop_guard`](CancelHandle::drop_guard).
 ///
 /// # Examples
 ///
@@ -73,55 +141,47 @@ pub struct CancelHandle {
     node: Arc<Node>,
 }
 
-/// The future returned by [`Context::cancelled`].
+/// Cancels its context when dropped: Go's `defer cancel()`, tokio's `DropGuard`.
 ///
-/// It owns what it needs, so it can be moved into a spawned task. It is a
-/// [`FusedFuture`](futures::future::FusedFuture), so it can be used in `futures::select!`
-/// directly.
+/// Made by [`CancelHandle::drop_guard`].
 ///
-/// # Cancellation
+/// # Examples
 ///
-/// Dropping it only stops waiting; it has no effect on the context.
-#[must_use = "futures do nothing unless you .await or poll them"]
-pub struct Cancelled {
-    node: Option<Arc<Node>>,
-    listener: Option<EventListener>,
-    done: bool,
-}
-
-/// One cancellation scope: a flag, the tasks waiting on it and the scopes below it.
-struct Node {
-    cancelled: AtomicBool,
-    event: Event,
-    /// Child scopes, held weakly: a child that is dropped is pruned lazily.
-    children: Mutex<Vec<Weak<Node>>>,
-    /// Whether `children` was ever pushed to: lets `cancel` skip the lock when it was not.
-    adopted: AtomicBool,
-    /// Keeps the scopes above alive while this one is: cancellation of a grandparent must
-    /// still reach us after the intermediate `Context` values are dropped.
-    _parent: Option<Arc<Node>>,
+/// ```
+/// use failfast::Context;
+///
+/// let (ctx, cancel) = Context::background().with_cancel();
+/// {
+///     let _guard = cancel.drop_guard();
+///     assert!(!ctx.is_cancelled());
+/// } // the guard goes out of scope here
+/// assert!(ctx.is_cancelled());
+/// ```
+#[must_use = "the context is cancelled as soon as the guard is dropped"]
+pub struct DropGuard {
+    handle: Option<CancelHandle>,
 }
 
 impl Context {
-    /// The root context: no deadline, never cancelled.
+    /// The root context: no deadline, never cancelled, no values. Allocates nothing.
     ///
     /// # Examples
     ///
     /// ```
     /// let ctx = failfast::Context::background();
     /// assert_eq!(ctx.deadline(), None);
-    /// assert!(!ctx.is_cancelled());
+    /// assert!(!ctx.is_done());
     /// ```
     #[doc(alias = "Background")]
     pub fn background() -> Context {
         Context::default()
     }
 
-    /// A child that must finish within `timeout` from now (`Instant::now()`).
+    /// A child that must finish within `timeout` from now, by this context's clock.
     ///
     /// If the parent's deadline is earlier, the parent's wins. A timeout too large to be
     /// represented as an `Instant` (such as `Duration::MAX`) means no deadline of its own.
-    /// The child shares the parent's cancellation.
+    /// The child shares the parent's cancellation. Allocates nothing.
     ///
     /// # Examples
     ///
@@ -136,7 +196,7 @@ impl Context {
     #[doc(alias = "WithTimeout")]
     #[must_use]
     pub fn with_timeout(&self, timeout: Duration) -> Context {
-        match Instant::now().checked_add(timeout) {
+        match self.now().checked_add(timeout) {
             Some(deadline) => self.with_deadline(deadline),
             None => self.clone(),
         }
@@ -144,8 +204,9 @@ impl Context {
 
     /// A child that must finish by `deadline`; the parent's deadline wins if it is earlier.
     ///
-    /// A deadline that has already passed is allowed: work run under it fails at once with
-    /// [`AggregateError::DeadlineExceeded`](crate::AggregateError::DeadlineExceeded).
+    /// A deadline that has already passed is allowed: the child is done at once, and work
+    /// run under it fails at once with [`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded).
+    /// Allocates nothing.
     ///
     /// # Examples
     ///
@@ -169,10 +230,68 @@ impl Context {
         }
     }
 
-    /// A child that can be cancelled on its own, and the handle that cancels it.
+    /// Like [`with_timeout`](Context::with_timeout), with `cause` as the
+    /// [cause](Context::cause) reported when this deadline is what ends the context (Go's
+    /// `WithTimeoutCause`). If the parent's deadline is earlier, it wins and `cause` is
+    /// ignored.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use failfast::{Context, ContextError};
+    ///
+    /// let ctx = Context::background().with_timeout_cause(Duration::ZERO, "search took too long");
+    /// assert_eq!(ctx.err(), Some(ContextError::DeadlineExceeded));
+    /// assert_eq!(ctx.cause().unwrap().to_string(), "search took too long");
+    /// ```
+    #[doc(alias = "WithTimeoutCause")]
+    #[must_use]
+    pub fn with_timeout_cause(&self, timeout: Duration, cause: impl Into<BoxError>) -> Context {
+        match self.now().checked_add(timeout) {
+            Some(deadline) => self.with_deadline_cause(deadline, cause),
+            None => self.clone(),
+        }
+    }
+
+    /// Like [`with_deadline`](Context::with_deadline), with `cause` as the
+    /// [cause](Context::cause) reported when this deadline is what ends the context (Go's
+    /// `WithDeadlineCause`). If the parent's deadline is earlier, it wins and `cause` is
+    /// ignored.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use failfast::Context;
+    ///
+    /// let ctx = Context::background().with_deadline_cause(Instant::now(), "too late");
+    /// assert_eq!(ctx.cause().unwrap().to_string(), "too late");
+    /// ```
+    #[doc(alias = "WithDeadlineCause")]
+    #[must_use]
+    pub fn with_deadline_cause(&self, deadline: Instant, cause: impl Into<BoxError>) -> Context {
+        if self.deadline.is_some_and(|parent| parent <= deadline) {
+            return self.clone();
+        }
+        let cause = SharedError::from(cause.into());
+        Context {
+            deadline: Some(deadline),
+            node: Some(Node::new(
+                self.node.as_ref(),
+                Kind::DeadlineCause {
+                    at: deadline,
+                    cause,
+                },
+            )),
+        }
+    }
+
+    /// A child that can be cancelled on its own, and the handle that cancels it. Allocates
+    /// once.
     ///
     /// The child is also cancelled when this context is; if this context is already
-    /// cancelled, the child starts cancelled.
+    /// cancelled, the child starts cancelled, with the same cause.
     ///
     /// # Examples
     ///
@@ -191,12 +310,165 @@ impl Context {
     /// assert!(other.is_cancelled());
     /// ```
     #[doc(alias = "WithCancel")]
+    #[doc(alias = "WithCancelCause")]
+    #[doc(alias = "child_token")]
     #[must_use]
     pub fn with_cancel(&self) -> (Context, CancelHandle) {
-        let node = Arc::new(Node::new(self.node.clone()));
-        if let Some(parent) = &self.node {
-            parent.adopt(&node);
+        let node = Node::new(self.node.as_ref(), Kind::Scope(Scope::new()));
+        let child = Context {
+            deadline: self.deadline,
+            node: Some(node.clone()),
+        };
+        (child, CancelHandle { node })
+    }
+
+    /// [`with_cancel`](Context::with_cancel) and [`with_timeout`](Context::with_timeout) in
+    /// one: Go's `WithTimeout`, which returns its cancel function. Allocates once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use failfast::Context;
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel_timeout(Duration::from_secs(5));
+    /// let _guard = cancel.drop_guard(); // defer cancel()
+    /// assert!(ctx.deadline().is_some());
+    /// ```
+    #[must_use]
+    pub fn with_cancel_timeout(&self, timeout: Duration) -> (Context, CancelHandle) {
+        let (ctx, cancel) = self.with_cancel();
+        (ctx.with_timeout(timeout), cancel)
+    }
+
+    /// [`with_cancel`](Context::with_cancel) and [`with_deadline`](Context::with_deadline)
+    /// in one: Go's `WithDeadline`, which returns its cancel function. Allocates once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use failfast::Context;
+    ///
+    /// let at = Instant::now() + Duration::from_secs(5);
+    /// let (ctx, cancel) = Context::background().with_cancel_deadline(at);
+    /// cancel.cancel();
+    /// assert!(ctx.is_done());
+    /// ```
+    #[must_use]
+    pub fn with_cancel_deadline(&self, deadline: Instant) -> (Context, CancelHandle) {
+        let (ctx, cancel) = self.with_cancel();
+        (ctx.with_deadline(deadline), cancel)
+    }
+
+    /// A child that carries `value`, found by its type with [`value`](Context::value): a trace
+    /// id, the caller's identity. Go's `WithValue`, with the type as the key (no string keys,
+    /// no collisions between crates: wrap a plain type in a newtype of your own).
+    ///
+    /// A value of a type the parent already carries shadows the parent's for this child and
+    /// its children. Allocates twice (the node and the value).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use failfast::Context;
+    ///
+    /// #[derive(Debug, PartialEq)]
+    /// struct TraceId(u64);
+    ///
+    /// let ctx = Context::background().with_value(TraceId(7));
+    /// let child = ctx.with_cancel().0;
+    /// assert_eq!(child.value::<TraceId>(), Some(&TraceId(7)));
+    /// assert_eq!(child.with_value(TraceId(8)).value::<TraceId>(), Some(&TraceId(8)));
+    /// assert_eq!(ctx.value::<String>(), None);
+    /// ```
+    #[doc(alias = "WithValue")]
+    #[must_use]
+    pub fn with_value<T: Any + Send + Sync>(&self, value: T) -> Context {
+        Context {
+            deadline: self.deadline,
+            node: Some(Node::new(self.node.as_ref(), Kind::Value(Box::new(value)))),
         }
+    }
+
+    /// The nearest value of type `T` given to [`with_value`](Context::with_value) on this
+    /// context or above it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let ctx = failfast::Context::background().with_value("tenant-a");
+    /// assert_eq!(ctx.value::<&str>(), Some(&"tenant-a"));
+    /// ```
+    #[doc(alias = "Value")]
+    pub fn value<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.node
+            .as_deref()?
+            .chain(true)
+            .find_map(|node| match &node.kind {
+                Kind::Value(value) => value.downcast_ref::<T>(),
+                _ => None,
+            })
+    }
+
+    /// A child with this context's values and clock, but no deadline and no cancellation: for
+    /// cleanup work that must outlive the request (Go's `WithoutCancel`). Allocates once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use failfast::Context;
+    ///
+    /// let (ctx, cancel) = Context::background().with_value(42_u64).with_cancel();
+    /// let detached = ctx.without_cancel();
+    /// cancel.cancel();
+    /// assert!(!detached.is_done());
+    /// assert_eq!(detached.value::<u64>(), Some(&42));
+    /// ```
+    #[doc(alias = "WithoutCancel")]
+    #[must_use]
+    pub fn without_cancel(&self) -> Context {
+        Context {
+            deadline: None,
+            node: self
+                .node
+                .as_ref()
+                .map(|node| Node::new(Some(node), Kind::Detached)),
+        }
+    }
+
+    /// A child whose deadlines fire on `timer`, as do its children's (unless they attach
+    /// another). Deadlines derived from it with [`with_timeout`](Context::with_timeout) count
+    /// from `timer.now()`. Allocates once.
+    ///
+    /// Use it for virtual time ([`timer::Manual`](crate::timer::Manual)), for a runtime's own
+    /// timer, or when the `futures-timer` feature is off and a context outside any group
+    /// must wake at its deadline. Inside a group's call, the group's timer is already
+    /// attached.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use failfast::{timer::Manual, Context};
+    ///
+    /// let clock = Manual::new();
+    /// let ctx = Context::background().with_timer(clock.clone()).with_timeout(Duration::from_secs(5));
+    /// assert!(!ctx.is_done());
+    /// clock.advance(Duration::from_secs(5)); // virtual time: instant
+    /// assert!(ctx.is_done());
+    /// ```
+    #[must_use]
+    pub fn with_timer<T: Timer>(&self, timer: T) -> Context {
+        Context {
+            deadline: self.deadline,
+            node: Some(Node::with_clock(self.node.as_ref(), Arc::new(timer))),
+        }
+    }
+
+    /// A cancellation scope on `clock` for a group's calls, and its handle.
+    pub(crate) fn with_cancel_on(&self, clock: Arc<dyn Clock>) -> (Context, CancelHandle) {
+        let node = Node::scope_on(self.node.as_ref(), clock);
         let child = Context {
             deadline: self.deadline,
             node: Some(node.clone()),
@@ -219,7 +491,26 @@ impl Context {
         self.deadline
     }
 
-    /// Whether this context, or one of its ancestors, has been cancelled.
+    /// The time left before the deadline, by this context's clock: zero once it has passed,
+    /// `None` without a deadline. What a service passes downstream as its budget.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use failfast::Context;
+    ///
+    /// let ctx = Context::background().with_timeout(Duration::from_secs(1));
+    /// assert!(ctx.remaining().unwrap() <= Duration::from_secs(1));
+    /// assert_eq!(Context::background().remaining(), None);
+    /// ```
+    pub fn remaining(&self) -> Option<Duration> {
+        let deadline = self.deadline?;
+        Some(deadline.saturating_duration_since(self.now()))
+    }
+
+    /// Whether this context, or one above it, has been cancelled. The deadline does not
+    /// count: see [`is_done`](Context::is_done).
     ///
     /// # Examples
     ///
@@ -230,15 +521,107 @@ impl Context {
     /// assert!(ctx.is_cancelled());
     /// ```
     pub fn is_cancelled(&self) -> bool {
-        self.node.as_ref().is_some_and(|node| node.is_cancelled())
+        self.scope().is_some_and(Scope::is_cancelled)
+    }
+
+    /// Whether this context is done: cancelled, or past its deadline by its clock. Noticed
+    /// when asked, even if no timer fired.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use failfast::Context;
+    ///
+    /// let ctx = Context::background().with_timeout(Duration::ZERO);
+    /// assert!(ctx.is_done());
+    /// assert!(!ctx.is_cancelled());
+    /// ```
+    pub fn is_done(&self) -> bool {
+        self.err().is_some()
+    }
+
+    /// Why this context is done, if it is (Go's `Err()`):
+    /// [`ContextError::DeadlineExceeded`] if the deadline passed before any cancellation,
+    /// [`ContextError::Cancelled`] if it was cancelled first.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use failfast::{Context, ContextError};
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// let late = ctx.with_timeout(Duration::ZERO); // its deadline has passed
+    /// cancel.cancel();
+    /// assert_eq!(ctx.err(), Some(ContextError::Cancelled));
+    /// assert_eq!(late.err(), Some(ContextError::DeadlineExceeded)); // the deadline came first
+    /// ```
+    #[doc(alias = "Err")]
+    pub fn err(&self) -> Option<ContextError> {
+        if let Some(reason) = self.scope().and_then(Scope::reason) {
+            return Some(match self.deadline {
+                Some(deadline) if deadline <= reason.at => ContextError::DeadlineExceeded,
+                _ => ContextError::Cancelled,
+            });
+        }
+        self.expired().then_some(ContextError::DeadlineExceeded)
+    }
+
+    /// Why this context is done, in full (Go's `context.Cause`): the cause given to
+    /// [`CancelHandle::cancel_with`] or to [`with_timeout_cause`](Context::with_timeout_cause),
+    /// inherited from above; else the [`ContextError`] of [`err`](Context::err). `None` only
+    /// while the context is not done.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use failfast::Context;
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// assert!(ctx.cause().is_none());
+    /// cancel.cancel_with("shutting down");
+    /// cancel.cancel_with("ignored: the first cause wins");
+    /// assert_eq!(ctx.cause().unwrap().to_string(), "shutting down");
+    ///
+    /// let (plain, cancel) = Context::background().with_cancel();
+    /// cancel.cancel();
+    /// assert_eq!(plain.cause().unwrap().to_string(), "context cancelled");
+    /// ```
+    #[doc(alias = "Cause")]
+    pub fn cause(&self) -> Option<SharedError> {
+        match self.err()? {
+            ContextError::Cancelled => Some(
+                self.given_cause()
+                    .unwrap_or_else(|| Arc::new(ContextError::Cancelled)),
+            ),
+            ContextError::DeadlineExceeded => Some(
+                self.deadline_cause()
+                    .unwrap_or_else(|| Arc::new(ContextError::DeadlineExceeded)),
+            ),
+        }
+    }
+
+    /// The cause given to the cancellation that reached this context, if one was.
+    pub(crate) fn given_cause(&self) -> Option<SharedError> {
+        self.scope()?.reason()?.cause.clone()
+    }
+
+    /// The cause given with this context's deadline, if one was.
+    fn deadline_cause(&self) -> Option<SharedError> {
+        let deadline = self.deadline?;
+        self.node
+            .as_deref()?
+            .chain(false)
+            .find_map(|node| match &node.kind {
+                Kind::DeadlineCause { at, cause } if *at == deadline => Some(cause.clone()),
+                _ => None,
+            })
     }
 
     /// Waits until this context is cancelled. Never completes for a context that cannot be
-    /// cancelled, such as [`Context::background`].
-    ///
-    /// This is Go's `<-ctx.Done()`, except that reaching the deadline does not complete it on
-    /// its own (see the type's docs); inside a group's call it does, because the group
-    /// cancels its calls' context when it gives up.
+    /// cancelled, such as [`Context::background`]. The deadline does not count: to wait for
+    /// either, use [`done`](Context::done).
     ///
     /// # Cancellation
     ///
@@ -254,45 +637,202 @@ impl Context {
     /// assert!(ctx.is_cancelled());
     /// # });
     /// ```
-    #[doc(alias = "Done")]
     pub fn cancelled(&self) -> Cancelled {
-        Cancelled {
-            node: self.node.clone(),
-            listener: None,
-            done: false,
+        Cancelled::new(self.node.as_ref().and_then(Node::scope_node))
+    }
+
+    /// Waits until this context is done: cancelled, or past its deadline, whichever comes
+    /// first (Go's `<-ctx.Done()`). The deadline fires on the context's clock (see the type's
+    /// docs); the sleep is made on the first poll that needs it.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the future only stops waiting.
+    ///
+    /// # Examples
+    ///
+    /// A service that gives up at its deadline, or when cancelled:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use failfast::{BoxError, Context};
+    /// use futures::{FutureExt, select};
+    ///
+    /// async fn slow_query(ctx: Context) -> Result<u32, BoxError> {
+    ///     select! {
+    ///         _ = ctx.done() => Err(ctx.cause().expect("done").into()),
+    ///         n = futures_timer::Delay::new(Duration::from_secs(10)).map(|()| 7).fuse() => Ok(n),
+    ///     }
+    /// }
+    /// # futures::executor::block_on(async {
+    /// let ctx = Context::background().with_timeout(Duration::from_millis(20));
+    /// let err = slow_query(ctx).await.unwrap_err();
+    /// assert_eq!(err.to_string(), "context deadline exceeded");
+    /// # });
+    /// ```
+    #[doc(alias = "Done")]
+    pub fn done(&self) -> Done {
+        Done::new(self.clone())
+    }
+
+    /// Runs `future` until it completes (`Some(output)`) or the context is done first
+    /// (`None`), like tokio's `CancellationToken::run_until_cancelled`, deadline included.
+    /// When both are ready at once, the context wins.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the returned future drops `future`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// let (ctx, cancel) = failfast::Context::background().with_cancel();
+    /// assert_eq!(ctx.run_until_cancelled(async { 5 }).await, Some(5));
+    /// cancel.cancel();
+    /// assert_eq!(ctx.run_until_cancelled(async { 5 }).await, None);
+    /// # });
+    /// ```
+    pub fn run_until_cancelled<F: Future>(&self, future: F) -> RunUntilCancelled<F> {
+        RunUntilCancelled::new(future, self.done())
+    }
+
+    /// Runs `f` once, when this context is done: on cancellation, on the thread that
+    /// cancels, after it has released every lock of the context tree; at the deadline, on the
+    /// thread of the context's timer (futures-timer's helper thread, a runtime's time driver,
+    /// or the thread that advances a `Manual` clock). On a context that is already done, `f`
+    /// runs now, on this thread. Go's `context.AfterFunc`.
+    ///
+    /// `f` may cancel, derive or wait on contexts. It runs synchronously on the cancelling
+    /// thread, so `cancel()` returns after `f` does: do not cancel while holding a lock that
+    /// `f` takes, and hand long work to an executor. A panic in `f` is caught and logged at
+    /// warn; the rest of the tree is cancelled regardless.
+    ///
+    /// The returned handle can [`stop`](AfterHandle::stop) `f`; dropping it leaves `f`
+    /// registered, as in Go. While registered, `f` (and what it captures) lives as long as
+    /// the context's cancellation scope, or until the deadline: a function that captures its
+    /// own context is freed when the context is cancelled or `f` is stopped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    /// use failfast::Context;
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// let closed = Arc::new(AtomicBool::new(false));
+    /// let flag = closed.clone();
+    /// let _handle = ctx.after(move || flag.store(true, Ordering::SeqCst));
+    /// cancel.cancel(); // runs the function before returning
+    /// assert!(closed.load(Ordering::SeqCst));
+    /// ```
+    #[doc(alias = "AfterFunc")]
+    pub fn after(&self, f: impl FnOnce() + Send + 'static) -> AfterHandle {
+        let after = After::new(Box::new(f));
+        let scope = self.node.as_ref().and_then(Node::scope_node);
+        let registered = match scope.as_ref().and_then(|node| node.scope()) {
+            Some(scope) => scope.register(&after),
+            None => true,
+        };
+        if !registered || self.expired() {
+            after.fire();
+        } else if let Some(deadline) = self.deadline {
+            match self.clock() {
+                Some(clock) => after.arm(clock.sleep_until(deadline)),
+                None => log::warn!(
+                    target: "failfast",
+                    "an after-function will not run at its context's deadline: there is no clock (the `futures-timer` feature is off); attach one with Context::with_timer"
+                ),
+            }
         }
+        AfterHandle::new(after, scope)
+    }
+
+    /// The scope whose cancellation is this context's.
+    fn scope(&self) -> Option<&Scope> {
+        self.node.as_deref()?.effective_scope()
+    }
+
+    /// The clock deadlines fire on, if there is one.
+    pub(crate) fn clock(&self) -> Option<&dyn Clock> {
+        match self.node.as_deref().and_then(|node| node.clock.as_deref()) {
+            Some(clock) => Some(clock),
+            None => clock::default_clock(),
+        }
+    }
+
+    /// Now, by this context's clock (the real clock without one).
+    fn now(&self) -> Instant {
+        self.clock().map_or_else(Instant::now, Clock::now)
+    }
+
+    /// Whether the deadline has passed, by this context's clock.
+    fn expired(&self) -> bool {
+        self.deadline.is_some_and(|deadline| self.now() >= deadline)
     }
 }
 
 impl fmt::Debug for Context {
-    /// Shows what a reader needs: the time left before the deadline (by the real clock; zero
-    /// once it has passed), whether the context can be cancelled, and whether it is.
+    /// Shows what a reader needs: the time left before the deadline (by the context's clock;
+    /// zero once it has passed), why it is done, and its cause.
     ///
     /// ```
     /// use std::time::Duration;
     /// use failfast::Context;
     ///
     /// let (ctx, cancel) = Context::background().with_cancel();
-    /// cancel.cancel();
-    /// assert_eq!(format!("{ctx:?}"), "Context { remaining: None, cancellable: true, cancelled: true }");
+    /// cancel.cancel_with("bye");
+    /// assert_eq!(
+    ///     format!("{ctx:?}"),
+    ///     r#"Context { remaining: None, done: Some(Cancelled), cause: Some("bye") }"#
+    /// );
     /// let ctx = Context::background().with_timeout(Duration::from_secs(60));
     /// assert!(format!("{ctx:?}").starts_with("Context { remaining: Some(59."));
     /// ```
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let remaining = self
-            .deadline
-            .map(|deadline| deadline.saturating_duration_since(Instant::now()));
         f.debug_struct("Context")
-            .field("remaining", &remaining)
-            .field("cancellable", &self.node.is_some())
-            .field("cancelled", &self.is_cancelled())
+            .field("remaining", &self.remaining())
+            .field("done", &self.err())
+            .field("cause", &self.cause().map(|cause| cause.to_string()))
             .finish()
     }
 }
 
+impl fmt::Display for Context {
+    /// One line for logs: the budget left, or why the context is done.
+    ///
+    /// ```
+    /// use failfast::Context;
+    ///
+    /// assert_eq!(Context::background().to_string(), "context without deadline");
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// cancel.cancel_with("user left");
+    /// assert_eq!(ctx.to_string(), "context cancelled: user left");
+    /// ```
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.err(), self.remaining()) {
+            (None, None) => f.write_str("context without deadline"),
+            (None, Some(remaining)) => write!(f, "context with {remaining:.1?} left"),
+            (Some(err), _) => {
+                write!(f, "{err}")?;
+                let given = match err {
+                    ContextError::Cancelled => self.given_cause(),
+                    ContextError::DeadlineExceeded => self.deadline_cause(),
+                };
+                match given {
+                    Some(cause) => write!(f, ": {cause}"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
 impl CancelHandle {
-    /// Cancels the context, and every context derived from it. Idempotent; callable from any
-    /// thread.
+    /// Cancels the context, and every context derived from it, on any thread. Its cause is
+    /// [`ContextError::Cancelled`]. After-functions of the cancelled contexts run on this
+    /// thread before it returns. A second cancel, with or without a cause, does nothing.
     ///
     /// # Examples
     ///
@@ -304,10 +844,36 @@ impl CancelHandle {
     /// ```
     #[doc(alias = "CancelFunc")]
     pub fn cancel(&self) {
-        self.node.cancel();
+        self.cancel_reason(None);
     }
 
-    /// Whether the context has been cancelled, by this handle or by an ancestor.
+    /// Cancels with `cause`, which [`Context::cause`] then returns here and below (Go's
+    /// `CancelCauseFunc`). The first cause wins: returns false, and changes nothing, if the
+    /// context was already cancelled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (ctx, cancel) = failfast::Context::background().with_cancel();
+    /// assert!(cancel.cancel_with("disk full"));
+    /// assert!(!cancel.cancel_with("too late"));
+    /// assert_eq!(ctx.with_cancel().0.cause().unwrap().to_string(), "disk full");
+    /// ```
+    #[doc(alias = "WithCancelCause")]
+    pub fn cancel_with(&self, cause: impl Into<BoxError>) -> bool {
+        self.cancel_reason(Some(SharedError::from(cause.into())))
+    }
+
+    /// Cancels with `cause` given as a shared error (no new allocation).
+    pub(crate) fn cancel_reason(&self, cause: Option<SharedError>) -> bool {
+        if self.is_cancelled() {
+            return false;
+        }
+        let at = self.node.now();
+        self.node.cancel(Reason { at, cause })
+    }
+
+    /// Whether the context has been cancelled, by this handle or from above.
     ///
     /// # Examples
     ///
@@ -316,7 +882,21 @@ impl CancelHandle {
     /// assert!(!cancel.is_cancelled());
     /// ```
     pub fn is_cancelled(&self) -> bool {
-        self.node.is_cancelled()
+        self.node.scope().is_some_and(Scope::is_cancelled)
+    }
+
+    /// A guard that cancels the context when dropped (Go's `defer cancel()`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (ctx, cancel) = failfast::Context::background().with_cancel();
+    /// drop(cancel.drop_guard());
+    /// assert!(ctx.is_cancelled());
+    /// ```
+    #[doc(alias = "DropGuard")]
+    pub fn drop_guard(self) -> DropGuard {
+        DropGuard { handle: Some(self) }
     }
 }
 
@@ -328,114 +908,37 @@ impl fmt::Debug for CancelHandle {
     }
 }
 
-impl Future for Cancelled {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
-        let this = &mut *self;
-        let Some(node) = &this.node else {
-            return Poll::Pending; // background: nothing can cancel it
-        };
-        loop {
-            if node.is_cancelled() {
-                this.listener = None;
-                this.done = true;
-                return Poll::Ready(());
-            }
-            match &mut this.listener {
-                // Register first, then re-check the flag (at the top of the loop), so a
-                // cancel racing with us cannot be missed.
-                None => this.listener = Some(node.event.listen()),
-                Some(listener) => match Pin::new(listener).poll(cx) {
-                    Poll::Ready(()) => this.listener = None,
-                    Poll::Pending => return Poll::Pending,
-                },
-            }
-        }
+impl DropGuard {
+    /// Gives the handle back without cancelling.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (ctx, cancel) = failfast::Context::background().with_cancel();
+    /// let guard = cancel.drop_guard();
+    /// let _cancel = guard.disarm();
+    /// assert!(!ctx.is_cancelled());
+    /// ```
+    pub fn disarm(mut self) -> CancelHandle {
+        self.handle
+            .take()
+            .expect("the handle is taken only here and in drop")
     }
 }
 
-impl futures::future::FusedFuture for Cancelled {
-    fn is_terminated(&self) -> bool {
-        self.done
-    }
-}
-
-impl fmt::Debug for Cancelled {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Cancelled").finish_non_exhaustive()
-    }
-}
-
-impl Node {
-    fn new(parent: Option<Arc<Node>>) -> Node {
-        Node {
-            cancelled: AtomicBool::new(false),
-            event: Event::new(),
-            children: Mutex::new(Vec::new()),
-            adopted: AtomicBool::new(false),
-            _parent: parent,
-        }
-    }
-
-    fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::SeqCst)
-    }
-
-    /// Registers `child` so that cancelling `self` cancels it.
-    fn adopt(&self, child: &Arc<Node>) {
-        if !self.is_cancelled() {
-            self.adopted.store(true, Ordering::SeqCst);
-            let mut children = lock(&self.children);
-            if children.len() == children.capacity() {
-                // Amortised pruning: dropped children are forgotten before the list grows, so
-                // a long-lived parent holds no more entries than its peak number of live
-                // children, rounded up to the list's capacity.
-                children.retain(|weak| weak.strong_count() > 0);
-            }
-            children.push(Arc::downgrade(child));
-        }
-        // `cancel` sets the flag before it takes the list: either it saw our push, or we see
-        // its flag here.
-        if self.is_cancelled() {
-            child.cancel();
-        }
-    }
-
-    /// Cancels this scope and everything below it, iteratively: a chain of any depth is fine.
-    fn cancel(&self) {
-        let mut below = self.cancel_one();
-        while let Some(weak) = below.pop() {
-            if let Some(node) = weak.upgrade() {
-                below.extend(node.cancel_one());
-            }
-        }
-    }
-
-    /// Cancels this scope alone and returns its children.
-    fn cancel_one(&self) -> Vec<Weak<Node>> {
-        if self.cancelled.swap(true, Ordering::SeqCst) {
-            return Vec::new();
-        }
-        self.event.notify(usize::MAX);
-        // `adopt` sets `adopted` before it pushes and re-checks our flag after: a child it
-        // pushes after this load sees the flag and cancels itself.
-        if self.adopted.load(Ordering::SeqCst) {
-            std::mem::take(&mut *lock(&self.children))
-        } else {
-            Vec::new()
-        }
-    }
-}
-
-impl Drop for Node {
-    /// Releases the chain of parents iteratively, so that dropping the last context of a very
-    /// deep chain does not recurse once per level.
+impl Drop for DropGuard {
     fn drop(&mut self) {
-        let mut parent = self._parent.take();
-        while let Some(node) = parent {
-            parent = Arc::into_inner(node).and_then(|mut node| node._parent.take());
+        if let Some(handle) = self.handle.take() {
+            handle.cancel();
         }
+    }
+}
+
+impl fmt::Debug for DropGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DropGuard")
+            .field("handle", &self.handle)
+            .finish()
     }
 }
 
@@ -449,8 +952,8 @@ mod tests {
         for _ in 0..10_000 {
             let _ = parent.with_cancel();
         }
-        let node = parent.node.as_ref().unwrap();
-        assert!(lock(&node.children).len() <= 64);
+        let scope = parent.scope().unwrap();
+        assert!(scope.linked_len().0 <= 64);
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub enum Error {
     Cancelled {
         /// Time from the start of the group until it gave up, as measured by its timer.
         elapsed: Duration,
+        /// The cause the caller cancelled with
+        /// ([`CancelHandle::cancel_with`](crate::CancelHandle::cancel_with)), if it gave one;
+        /// also this error's [`source`](std::error::Error::source).
+        cause: Option<SharedError>,
     },
     /// A call's service returned an error. This is the first failure of a required call; the
     /// other calls were cancelled.
@@ -174,7 +178,7 @@ impl Error {
     /// use std::time::Duration;
     /// use failfast::Error;
     ///
-    /// assert!(Error::Cancelled { elapsed: Duration::ZERO }.is_cancelled());
+    /// assert!(Error::Cancelled { elapsed: Duration::ZERO, cause: None }.is_cancelled());
     /// ```
     pub fn is_cancelled(&self) -> bool {
         matches!(self, Error::Cancelled { .. })
@@ -194,7 +198,7 @@ impl fmt::Display for Error {
             Error::DeadlineExceeded { elapsed } => {
                 write!(f, "deadline exceeded after {elapsed:.1?}")?
             }
-            Error::Cancelled { elapsed } => {
+            Error::Cancelled { elapsed, .. } => {
                 write!(f, "cancelled by the caller after {elapsed:.1?}")?
             }
             Error::Service { service, .. } => write!(f, "{service} service failed")?,
@@ -226,6 +230,9 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Service { source, .. } => Some(&**source),
+            Error::Cancelled {
+                cause: Some(cause), ..
+            } => Some(&**cause),
             _ => None,
         }
     }

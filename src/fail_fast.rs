@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::context::Context;
+use crate::context::{Clock, Context};
 use crate::error::BuildError;
 use crate::executor::{Executor, Inline};
 use crate::group::Group;
@@ -50,6 +50,9 @@ pub struct FailFast<E = Inline, T = DefaultTimer> {
     pub(crate) limit: Option<NonZeroUsize>,
     pub(crate) logger: Logger,
     pub(crate) observer: Option<Arc<dyn Observer>>,
+    /// The timer again, as the clock of the contexts handed to calls: made once, shared by
+    /// every group.
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 /// Configures a [`FailFast`]: Go's functional options, as a builder.
@@ -280,6 +283,7 @@ impl<E, T> FailFastBuilder<E, T> {
         };
         Ok(FailFast {
             executor: self.executor,
+            clock: Arc::new(self.timer.clone()),
             timer: self.timer,
             timeout: self.timeout,
             limit,

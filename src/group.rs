@@ -66,18 +66,12 @@ pub struct Group<'ff, E, T> {
 
 impl<'ff, E: Executor, T: Timer> Group<'ff, E, T> {
     pub(crate) fn new(ff: &'ff FailFast<E, T>, ctx: &Context, id: u64) -> Group<'ff, E, T> {
-        let started = ff.timer.now();
-        let own = ff.timeout.and_then(|timeout| started.checked_add(timeout));
-        let deadline = match (ctx.deadline(), own) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
         let records = Records::new(ff.logger.clone(), id);
         let shared = Shared::new(
             id,
-            started,
-            deadline,
-            ctx.clone(),
+            ctx,
+            ff.clock.clone(),
+            ff.timeout,
             ff.limit.is_some(),
             records,
             ff.observer.clone(),

@@ -118,7 +118,9 @@ pub mod timer;
 
 pub use aggregator::{Dashboard, UserAggregator, UserAggregatorBuilder};
 pub use call::{Call, Optional};
-pub use context::{CancelHandle, Cancelled, Context};
+pub use context::{
+    AfterHandle, CancelHandle, Cancelled, Context, ContextError, Done, DropGuard, RunUntilCancelled,
+};
 pub use error::{AggregateError, BoxError, BuildError, Error, SharedError};
 pub use executor::Executor;
 pub use fail_fast::{FailFast, FailFastBuilder};

@@ -146,7 +146,10 @@ impl<E: Executor, T: Timer> Group<'_, E, T> {
         let elapsed = Duration::ZERO;
         let refused = if shared.parent.is_cancelled() {
             Some((
-                Error::Cancelled { elapsed },
+                Error::Cancelled {
+                    elapsed,
+                    cause: shared.parent.given_cause(),
+                },
                 "the caller's context was already cancelled, nothing started",
             ))
         } else if shared.expired(shared.started) {
@@ -290,7 +293,13 @@ impl<E: Executor, T: Timer> Group<'_, E, T> {
                     &keys,
                 );
             }
-            self.observe_end(elapsed, Some(&Error::Cancelled { elapsed }));
+            self.observe_end(
+                elapsed,
+                Some(&Error::Cancelled {
+                    elapsed,
+                    cause: None,
+                }),
+            );
         }
         self.close();
     }
@@ -432,7 +441,10 @@ fn poll_end<R, E: Executor, T: Timer>(
     let cancelled = cancelled.get_or_insert_with(|| shared.parent.cancelled());
     if shared.parent.is_cancelled() || Pin::new(cancelled).poll(cx).is_ready() {
         let elapsed = shared.elapsed(timer.now());
-        return Some(Err(Error::Cancelled { elapsed }));
+        return Some(Err(Error::Cancelled {
+            elapsed,
+            cause: shared.parent.given_cause(),
+        }));
     }
     let deadline = shared.deadline?;
     if sleep.is_none() {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures::task::AtomicWaker;
 
-use crate::context::{CancelHandle, Context};
+use crate::context::{CancelHandle, Clock, Context};
 use crate::error::Error;
 use crate::observer::Observer;
 use crate::records::Records;
@@ -55,24 +55,31 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(
         id: u64,
-        started: Instant,
-        deadline: Option<Instant>,
-        parent: Context,
+        parent: &Context,
+        clock: Arc<dyn Clock>,
+        timeout: Option<Duration>,
         limited: bool,
         records: Records,
         observer: Option<Arc<dyn Observer>>,
     ) -> Shared {
+        // The group's timeout counts from its creation, by its timer.
+        let started = clock.now();
+        let own = timeout.and_then(|timeout| started.checked_add(timeout));
+        let deadline = match (parent.deadline(), own) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let scoped = match deadline {
             Some(deadline) => parent.with_deadline(deadline),
             None => parent.clone(),
         };
-        let (ctx, cancel) = scoped.with_cancel();
+        let (ctx, cancel) = scoped.with_cancel_on(clock);
         let timing = observer.is_some() || records.enabled(log::Level::Info);
         Shared {
             id,
             started,
             deadline,
-            parent,
+            parent: parent.clone(),
             ctx,
             cancel,
             failed: AtomicBool::new(false),
@@ -96,10 +103,12 @@ impl Shared {
             if failure.is_some() {
                 return;
             }
-            *failure = Some(error);
+            *failure = Some(error.clone());
             self.failed.store(true, Ordering::Release);
         }
-        self.cancel.cancel();
+        // errgroup's `WithContext`: the calls' context is cancelled with the first failure as
+        // its cause.
+        self.cancel.cancel_reason(Some(Arc::new(error)));
         self.waker.wake();
     }
 
@@ -188,7 +197,10 @@ impl Shared {
     pub(crate) fn over(&self, now: Instant) -> Option<Error> {
         let elapsed = self.elapsed(now);
         if self.parent.is_cancelled() {
-            Some(Error::Cancelled { elapsed })
+            Some(Error::Cancelled {
+                elapsed,
+                cause: self.parent.given_cause(),
+            })
         } else if self.expired(now) {
             Some(Error::DeadlineExceeded { elapsed })
         } else {

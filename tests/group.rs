@@ -285,7 +285,7 @@ on_every_executor!(
 
         let err = finish(group.run(group.call("never", order(&service)))).await.unwrap_err();
 
-        assert!(matches!(err, Error::Cancelled { elapsed } if elapsed == Duration::ZERO));
+        assert!(matches!(err, Error::Cancelled { elapsed, .. } if elapsed == Duration::ZERO));
         assert_eq!(calls.started(), 0);
     }
 );

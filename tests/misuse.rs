@@ -350,7 +350,7 @@ fn a_context_both_cancelled_and_past_its_deadline_reports_the_cancellation() {
     cancel.cancel();
     let err = block_on(agg.aggregate(&ctx, 1)).unwrap_err();
     assert!(
-        matches!(err, AggregateError::Cancelled { elapsed } if elapsed.is_zero()),
+        matches!(err, AggregateError::Cancelled { elapsed, .. } if elapsed.is_zero()),
         "{err:?}"
     );
     assert_eq!(started(&calls), 0);
@@ -678,7 +678,10 @@ fn empty_names_and_messages_and_ids_and_counts_at_their_limits_pass_through_unch
 fn errors_carrying_the_longest_durations_display_without_panicking() {
     for elapsed in [Duration::MAX, end_of_time() - start_of_time()] {
         let deadline = AggregateError::DeadlineExceeded { elapsed };
-        let cancelled = AggregateError::Cancelled { elapsed };
+        let cancelled = AggregateError::Cancelled {
+            elapsed,
+            cause: None,
+        };
         assert!(deadline.to_string().starts_with("deadline exceeded after "));
         assert!(
             cancelled

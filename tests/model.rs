@@ -696,9 +696,9 @@ fn outcome_of(
         {
             Outcome::Panicked(service_name(service))
         }
-        Err(AggregateError::Cancelled { elapsed: reported }) if *reported == elapsed => {
-            Outcome::Cancelled
-        }
+        Err(AggregateError::Cancelled {
+            elapsed: reported, ..
+        }) if *reported == elapsed => Outcome::Cancelled,
         Err(AggregateError::DeadlineExceeded { elapsed: reported }) if *reported == elapsed => {
             Outcome::DeadlineExceeded
         }

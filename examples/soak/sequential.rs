@@ -198,7 +198,7 @@ impl Scenario {
                 *elapsed == VIRTUAL_TIMEOUT
             }
             (Scenario::CallerCancels, Err(E::Cancelled { .. })) => true,
-            (Scenario::AlreadyCancelled, Err(E::Cancelled { elapsed })) => elapsed.is_zero(),
+            (Scenario::AlreadyCancelled, Err(E::Cancelled { elapsed, .. })) => elapsed.is_zero(),
             (Scenario::Panics, Err(E::Panicked { service, message })) => {
                 *service == "profile" && message == PLANNED_PANIC
             }
