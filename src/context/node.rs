@@ -55,7 +55,10 @@ pub(crate) struct Reason {
 pub(crate) struct Scope {
     cancelled: AtomicBool,
     reason: OnceLock<Reason>,
-    pub(crate) event: Event,
+    event: Event,
+    /// Whether a task ever listened on `event`: lets `cancel` skip the notification (which
+    /// would allocate the event's list) when none did.
+    listened: AtomicBool,
     links: Mutex<Links>,
     /// Whether `links` was ever pushed to: lets `cancel` skip the lock when it was not.
     linked: AtomicBool,
@@ -191,6 +194,7 @@ impl Scope {
             cancelled: AtomicBool::new(false),
             reason: OnceLock::new(),
             event: Event::new(),
+            listened: AtomicBool::new(false),
             links: Mutex::new(Links::default()),
             linked: AtomicBool::new(false),
         }
@@ -207,6 +211,12 @@ impl Scope {
         } else {
             None
         }
+    }
+
+    /// A listener for the cancellation; the caller re-checks the flag after making it.
+    pub(crate) fn listen(&self) -> event_listener::EventListener {
+        self.listened.store(true, Ordering::SeqCst);
+        self.event.listen()
     }
 
     /// Registers `child` so that cancelling this scope cancels it.
@@ -263,7 +273,11 @@ impl Scope {
         // The first cause wins: whoever sets the reason cancels.
         self.reason.set(reason.clone()).ok()?;
         self.cancelled.store(true, Ordering::SeqCst);
-        self.event.notify(usize::MAX);
+        // `listen` sets `listened` before it registers and re-checks our flag after: a
+        // listener this load misses sees the flag.
+        if self.listened.load(Ordering::SeqCst) {
+            self.event.notify(usize::MAX);
+        }
         // `adopt` and `register` set `linked` before they push and re-check our flag after:
         // one they push after this load sees the flag.
         if !self.linked.load(Ordering::SeqCst) {

@@ -92,7 +92,7 @@ impl Future for Cancelled {
             match &mut this.listener {
                 // Register first, then re-check the flag (at the top of the loop), so a
                 // cancel racing with us cannot be missed.
-                None => this.listener = Some(scope.event.listen()),
+                None => this.listener = Some(scope.listen()),
                 Some(listener) => match Pin::new(listener).poll(cx) {
                     Poll::Ready(()) => this.listener = None,
                     Poll::Pending => return Poll::Pending,
