@@ -58,7 +58,14 @@
 //! | `g.SetLimit(n)` | [`FailFastBuilder::limit`]`(n)` |
 //! | `ctx context.Context` first argument | `Context` first argument: deadline + cancellation, parent to child |
 //! | `context.WithTimeout`, `WithCancel` | [`Context::with_timeout`], [`Context::with_cancel`], builder `.timeout(d)`, [`Call::timeout`]; the earlier deadline wins |
-//! | `context.DeadlineExceeded` | [`Error::DeadlineExceeded`] |
+//! | `context.DeadlineExceeded` | [`Error::DeadlineExceeded`] from a group; [`ContextError::DeadlineExceeded`] from [`Context::err`] |
+//! | `<-ctx.Done()`, `ctx.Err()` | [`Context::done`]`.await` (cancellation or deadline), [`Context::err`] |
+//! | `WithCancelCause`, `WithTimeoutCause`, `context.Cause` | [`CancelHandle::cancel_with`], [`Context::with_timeout_cause`], [`Context::cause`]; a group cancels its calls with the first failure as the cause |
+//! | `context.AfterFunc` | [`Context::after`], stopped with [`AfterHandle::stop`] |
+//! | `WithoutCancel` | [`Context::without_cancel`] |
+//! | `WithValue`, `ctx.Value(key)` | [`Context::with_value`], [`Context::value`]`::<T>()`: the type is the key |
+//! | `defer cancel()` / tokio's `DropGuard` | [`CancelHandle::drop_guard`] |
+//! | tokio's `run_until_cancelled` | [`Context::run_until_cancelled`] |
 //! | functional options `New(WithTimeout(2*time.Second))` | `FailFast::builder().timeout(..).build()` |
 //! | `log/slog` | the `log` facade with key-values, target `failfast` |
 //! | a goroutine's panic crashes the process | [`Error::Panicked`], the other calls cancelled |

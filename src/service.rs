@@ -62,8 +62,8 @@ impl fmt::Display for Profile {
 ///
 /// impl ProfileService for Directory {
 ///     async fn profile(&self, ctx: Context, id: UserId) -> Result<Profile, BoxError> {
-///         if ctx.is_cancelled() {
-///             return Err("cancelled".into());
+///         if let Some(cause) = ctx.cause() {
+///             return Err(cause.into()); // done: cancelled, or past its deadline
 ///         }
 ///         Ok(Profile::new(format!("user {id}")))
 ///     }
@@ -71,10 +71,10 @@ impl fmt::Display for Profile {
 /// ```
 ///
 /// A service that calls further downstream passes on what is left of the deadline (as gRPC's
-/// `grpc-timeout` header does) and stops waiting as soon as its context is cancelled:
+/// `grpc-timeout` header does) and stops waiting as soon as its context is done:
 ///
 /// ```
-/// use std::time::{Duration, Instant};
+/// use std::time::Duration;
 /// use failfast::{mock, BoxError, Context, Profile, ProfileService, UserAggregator, UserId};
 /// use futures::FutureExt;
 ///
@@ -91,13 +91,12 @@ impl fmt::Display for Profile {
 ///
 /// impl ProfileService for Remote {
 ///     async fn profile(&self, ctx: Context, id: UserId) -> Result<Profile, BoxError> {
-///         let budget = ctx.deadline().map(|at| at.saturating_duration_since(Instant::now()));
-///         let request = get(format!("/users/{id}"), budget).fuse();
-///         let mut cancelled = ctx.cancelled();
+///         let request = get(format!("/users/{id}"), ctx.remaining()).fuse();
+///         let mut done = ctx.done(); // cancelled, or at the deadline
 ///         futures::pin_mut!(request);
 ///         futures::select! {
 ///             name = request => Ok(Profile::new(name?)),
-///             () = cancelled => Err("profile request cancelled".into()),
+///             () = done => Err(ctx.cause().expect("done").into()),
 ///         }
 ///     }
 /// }

@@ -84,3 +84,47 @@ fn the_readme_shards_fail_fast_naming_the_shard() {
         "shard-93 service failed: connection refused"
     );
 }
+
+/// The README's "Contexts" example.
+mod contexts {
+    async fn slow_report() -> String {
+        futures_timer::Delay::new(std::time::Duration::from_secs(5)).await;
+        "all good".to_owned()
+    }
+
+    use failfast::{BoxError, Context, ContextError};
+    use std::time::Duration;
+
+    struct TraceId(u64); // a value's type is its key
+
+    async fn report(ctx: Context) -> Result<String, BoxError> {
+        let trace = ctx.value::<TraceId>().map_or(0, |id| id.0);
+        // Gives up when the context is done: cancelled, or at its deadline.
+        match ctx.run_until_cancelled(slow_report()).await {
+            Some(report) => Ok(format!("trace {trace}: {report}")),
+            None => Err(ctx.cause().expect("the context is done").into()),
+        }
+    }
+
+    async fn handle_request() -> Result<String, BoxError> {
+        let (ctx, cancel) = Context::background()
+            .with_value(TraceId(7))
+            .with_cancel_timeout(Duration::from_millis(50));
+        let _guard = cancel.drop_guard(); // Go's `defer cancel()`
+        let _cleanup = ctx.after(|| println!("request over")); // Go's `context.AfterFunc`
+        let result = report(ctx.clone()).await;
+        assert_eq!(ctx.err(), Some(ContextError::DeadlineExceeded));
+        result
+    }
+
+    #[test]
+    fn the_request_gives_up_at_its_deadline_with_the_deadline_as_the_cause() {
+        let start = std::time::Instant::now();
+        let err = futures::executor::block_on(handle_request()).unwrap_err();
+        assert_eq!(err.to_string(), "context deadline exceeded");
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "waited for the report"
+        );
+    }
+}

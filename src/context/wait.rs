@@ -17,7 +17,8 @@ use super::node::Node;
 /// not at its deadline.
 ///
 /// It owns what it needs, so it can be moved into a spawned task. It is a
-/// [`FusedFuture`], so it can be used in `futures::select!` directly.
+/// [`FusedFuture`](futures::future::FusedFuture), so it can be used in `futures::select!`
+/// directly.
 ///
 /// # Cancellation
 ///
