@@ -84,7 +84,9 @@ fn print_allocations() {
         ),
         (
             "failfast with_cancel + cancel",
-            allocations(|| black_box(Context::background().with_cancel()).1.cancel()),
+            allocations(|| {
+                black_box(Context::background().with_cancel()).1.cancel();
+            }),
         ),
         (
             "tokio-util clone",

@@ -4,7 +4,8 @@
 use std::any::Any;
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::panic::{RefUnwindSafe, UnwindSafe};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::error::{BoxError, SharedError};
@@ -121,6 +122,19 @@ pub enum ContextError {
     DeadlineExceeded,
 }
 
+impl ContextError {
+    /// This error as a [`SharedError`], made once per process.
+    fn shared(self) -> SharedError {
+        static CANCELLED: OnceLock<SharedError> = OnceLock::new();
+        static DEADLINE: OnceLock<SharedError> = OnceLock::new();
+        let cell = match self {
+            ContextError::Cancelled => &CANCELLED,
+            ContextError::DeadlineExceeded => &DEADLINE,
+        };
+        cell.get_or_init(|| Arc::new(self)).clone()
+    }
+}
+
 /// Cancels the [`Context`] it was created with, and every context derived from it.
 ///
 /// Returned by [`Context::with_cancel`]. Clones cancel the same context. Dropping a handle
@@ -220,6 +234,11 @@ impl Context {
     #[doc(alias = "WithDeadline")]
     #[must_use]
     pub fn with_deadline(&self, deadline: Instant) -> Context {
+        if self.is_cancelled() {
+            // Already done: the child is done as its parent is, with its cause (Go's
+            // `propagateCancel`), whatever its own deadline.
+            return self.clone();
+        }
         let deadline = match self.deadline {
             Some(parent) if parent <= deadline => parent,
             _ => deadline,
@@ -271,7 +290,7 @@ impl Context {
     #[doc(alias = "WithDeadlineCause")]
     #[must_use]
     pub fn with_deadline_cause(&self, deadline: Instant, cause: impl Into<BoxError>) -> Context {
-        if self.deadline.is_some_and(|parent| parent <= deadline) {
+        if self.is_cancelled() || self.deadline.is_some_and(|parent| parent <= deadline) {
             return self.clone();
         }
         let cause = SharedError::from(cause.into());
@@ -462,7 +481,7 @@ impl Context {
     pub fn with_timer<T: Timer>(&self, timer: T) -> Context {
         Context {
             deadline: self.deadline,
-            node: Some(Node::with_clock(self.node.as_ref(), Arc::new(timer))),
+            node: Some(Node::scope_on(self.node.as_ref(), Arc::new(timer))),
         }
     }
 
@@ -591,14 +610,12 @@ impl Context {
     #[doc(alias = "Cause")]
     pub fn cause(&self) -> Option<SharedError> {
         match self.err()? {
-            ContextError::Cancelled => Some(
-                self.given_cause()
-                    .unwrap_or_else(|| Arc::new(ContextError::Cancelled)),
-            ),
-            ContextError::DeadlineExceeded => Some(
-                self.deadline_cause()
-                    .unwrap_or_else(|| Arc::new(ContextError::DeadlineExceeded)),
-            ),
+            err @ ContextError::Cancelled => {
+                Some(self.given_cause().unwrap_or_else(|| err.shared()))
+            }
+            err @ ContextError::DeadlineExceeded => {
+                Some(self.deadline_cause().unwrap_or_else(|| err.shared()))
+            }
         }
     }
 
@@ -643,7 +660,13 @@ impl Context {
 
     /// Waits until this context is done: cancelled, or past its deadline, whichever comes
     /// first (Go's `<-ctx.Done()`). The deadline fires on the context's clock (see the type's
-    /// docs); the sleep is made on the first poll that needs it.
+    /// docs); the sleep is made on the first poll that needs it, so in a `select!` loop make
+    /// the future once, outside the loop (it is a `FusedFuture`), rather than at each turn.
+    ///
+    /// # Panics
+    ///
+    /// If the context's timer panics, as tokio's does once its runtime has shut down, so
+    /// does this future: the same as awaiting that timer's own sleep.
     ///
     /// # Cancellation
     ///
@@ -697,16 +720,27 @@ impl Context {
         RunUntilCancelled::new(future, self.done())
     }
 
-    /// Runs `f` once, when this context is done: on cancellation, on the thread that
-    /// cancels, after it has released every lock of the context tree; at the deadline, on the
-    /// thread of the context's timer (futures-timer's helper thread, a runtime's time driver,
-    /// or the thread that advances a `Manual` clock). On a context that is already done, `f`
-    /// runs now, on this thread. Go's `context.AfterFunc`.
+    /// Runs `f` once, when this context is done. Go's `context.AfterFunc`. Where it runs:
     ///
-    /// `f` may cancel, derive or wait on contexts. It runs synchronously on the cancelling
-    /// thread, so `cancel()` returns after `f` does: do not cancel while holding a lock that
-    /// `f` takes, and hand long work to an executor. A panic in `f` is caught and logged at
-    /// warn; the rest of the tree is cancelled regardless.
+    /// * on cancellation: on the thread that cancels, after it has released every lock of the
+    ///   context tree, before `cancel()` returns;
+    /// * at the deadline: on failfast's after-function thread (one per process, named
+    ///   `failfast-after`, started on first use), never on the timer's own thread, so a slow
+    ///   `f` cannot hold up timers; the deadline's sleep is polled on the timer's thread,
+    ///   which wakes it, so no executor is needed;
+    /// * on a context that is already done: now, on this thread.
+    ///
+    /// `f` may cancel and derive contexts, its own included. What follows for the caller:
+    /// `cancel()` returns only after the after-functions it triggered have returned, so do
+    /// not cancel while holding a lock that `f` takes; and after-functions fired by deadlines
+    /// run one at a time, so a long or blocking `f` delays the others: hand long work to an
+    /// executor or a thread. A panic in `f` is caught and logged at warn; the rest of the tree
+    /// is cancelled regardless.
+    ///
+    /// The deadline needs a clock, as [`done`](Context::done) does. Without one (the
+    /// `futures-timer` feature off and no [`with_timer`](Context::with_timer)), `f` runs on
+    /// cancellation only, and a warning says so. If the timer fails (tokio's, after its
+    /// runtime shut down), the failure is logged and `f` runs on cancellation only.
     ///
     /// The returned handle can [`stop`](AfterHandle::stop) `f`; dropping it leaves `f`
     /// registered, as in Go. While registered, `f` (and what it captures) lives as long as
@@ -832,19 +866,20 @@ impl fmt::Display for Context {
 impl CancelHandle {
     /// Cancels the context, and every context derived from it, on any thread. Its cause is
     /// [`ContextError::Cancelled`]. After-functions of the cancelled contexts run on this
-    /// thread before it returns. A second cancel, with or without a cause, does nothing.
+    /// thread before it returns. Returns false, and does nothing, if the context was already
+    /// cancelled (by this handle or from above).
     ///
     /// # Examples
     ///
     /// ```
     /// let (ctx, cancel) = failfast::Context::background().with_cancel();
-    /// cancel.cancel();
-    /// cancel.cancel(); // a second call does nothing
+    /// assert!(cancel.cancel());
+    /// assert!(!cancel.cancel()); // a second call does nothing, and says so
     /// assert!(ctx.is_cancelled());
     /// ```
     #[doc(alias = "CancelFunc")]
-    pub fn cancel(&self) {
-        self.cancel_reason(None);
+    pub fn cancel(&self) -> bool {
+        self.cancel_reason(None)
     }
 
     /// Cancels with `cause`, which [`Context::cause`] then returns here and below (Go's
@@ -899,6 +934,13 @@ impl CancelHandle {
         DropGuard { handle: Some(self) }
     }
 }
+
+// A context is safe to use after a panic: its locks ignore poisoning, and every update leaves
+// it consistent (see `crate::sync`). As tokio-util's `CancellationToken` is.
+impl UnwindSafe for Context {}
+impl RefUnwindSafe for Context {}
+impl UnwindSafe for CancelHandle {}
+impl RefUnwindSafe for CancelHandle {}
 
 impl fmt::Debug for CancelHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -244,9 +244,10 @@ impl Future for AsyncIoSleep {
 /// that the timer never fired. If tokio panics (time driver disabled, runtime shut down), the
 /// group contains the panic and fails with [`Error::Timer`](crate::Error::Timer).
 ///
-/// [`now`](Timer::now) reads tokio's clock, so tokio's paused test time is honoured; build
-/// context deadlines from it too (`ctx.with_deadline(timer.now() + d)`), because
-/// `Context::with_timeout` reads the real clock.
+/// [`now`](Timer::now) reads tokio's clock, so tokio's paused test time is honoured inside the
+/// runtime (outside it, tokio's clock is the real one). Contexts use it once it is attached
+/// ([`Context::with_timer`](crate::Context::with_timer)), as it is to the contexts a group on
+/// this timer hands its calls.
 ///
 /// # Examples
 ///

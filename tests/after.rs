@@ -41,20 +41,60 @@ fn an_after_function_runs_once_on_cancel_on_the_cancelling_thread() {
     assert_eq!(runs.get(), 1);
 }
 
+/// Waits (in real time, generously) until `runs` reaches `n`.
+fn wait_for(runs: &Runs, n: usize) {
+    let start = Instant::now();
+    while runs.get() < n {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "ran {} of {n}",
+            runs.get()
+        );
+        std::thread::sleep(ms(1));
+    }
+}
+
 #[test]
-fn an_after_function_runs_at_the_deadline_on_the_thread_that_advances_virtual_time() {
+fn an_after_function_runs_at_the_deadline_in_virtual_time_on_the_after_function_thread() {
     let clock = Manual::new();
     let ctx = Context::background()
         .with_timer(clock.clone())
         .with_timeout(ms(100));
     let runs = Runs::default();
-    let _handle = ctx.after(runs.f());
+    let thread = Arc::new(Mutex::new(None));
+    let seen = thread.clone();
+    let count = runs.f();
+    let _handle = ctx.after(move || {
+        *seen.lock().unwrap() = std::thread::current().name().map(str::to_owned);
+        count();
+    });
     clock.advance(ms(99));
-    assert_eq!(runs.get(), 0);
-    clock.advance(ms(1));
-    assert_eq!(runs.get(), 1, "ran inside advance, with no executor");
+    std::thread::sleep(ms(20));
+    assert_eq!(runs.get(), 0, "ran before the deadline");
+    clock.advance(ms(1)); // no executor involved
+    wait_for(&runs, 1);
+    assert_eq!(thread.lock().unwrap().as_deref(), Some("failfast-after"));
     clock.advance(ms(100));
-    assert_eq!(runs.get(), 1);
+    std::thread::sleep(ms(20));
+    assert_eq!(runs.get(), 1, "once only");
+}
+
+#[test]
+fn an_after_function_that_blocks_on_another_deadline_does_not_stall_the_timers() {
+    let ctx = Context::background().with_timeout(ms(10));
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let _handle = ctx.after(move || {
+        // Waits on the default timer: possible only because `f` is not on the timer's thread.
+        let other = Context::background().with_timeout(ms(50));
+        futures::executor::block_on(other.done());
+        sender.send(other.err()).unwrap();
+    });
+    let waited = receiver.recv_timeout(Duration::from_secs(10));
+    assert_eq!(waited, Ok(Some(ContextError::DeadlineExceeded)));
+    // And the timer still serves everyone else.
+    let start = Instant::now();
+    futures::executor::block_on(Context::background().with_timeout(ms(20)).done());
+    assert!(start.elapsed() < Duration::from_secs(2));
 }
 
 #[test]
@@ -116,7 +156,9 @@ fn stop_before_the_context_is_done_keeps_the_function_from_running() {
     assert!(!handle.stop(), "a second stop says it did nothing");
     assert_eq!(clock.sleepers(), 0, "stop drops the deadline's sleep");
     clock.advance(ms(10));
-    cancel.cancel();
+    assert!(cancel.cancel());
+    assert!(!cancel.cancel(), "a second cancel says it did nothing");
+    std::thread::sleep(ms(20));
     assert_eq!(runs.get(), 0);
     assert!(format!("{handle:?}").contains("stopped"));
 }
@@ -182,7 +224,13 @@ fn a_panicking_after_function_on_the_timers_thread_is_contained() {
     let _a = ctx.after(|| panic!("after-function exploded at the deadline"));
     let _b = ctx.after(runs.f());
     clock.advance(ms(5)); // does not unwind into the test
-    assert_eq!(runs.get(), 1);
+    wait_for(&runs, 1);
+    let later = Context::background()
+        .with_timer(clock.clone())
+        .with_timeout(ms(5));
+    let _c = later.after(runs.f());
+    clock.advance(ms(5));
+    wait_for(&runs, 2); // the after-function thread survived the panic
 }
 
 #[test]

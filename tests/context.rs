@@ -406,3 +406,53 @@ fn a_deep_chain_of_every_kind_cancels_and_drops_without_overflowing_the_stack() 
     assert!(fired.load(Ordering::SeqCst));
     drop(ctx);
 }
+
+#[test]
+fn a_deadline_in_virtual_time_under_a_real_time_scope_never_flips_to_cancelled() {
+    let clock = Manual::new();
+    let (ctx, cancel) = Context::background().with_cancel(); // the real clock
+    let virtual_ctx = ctx
+        .with_timer(clock.clone())
+        .with_timeout(Duration::from_secs(5));
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(virtual_ctx.err(), Some(ContextError::DeadlineExceeded));
+    cancel.cancel_with("later");
+    assert_eq!(
+        virtual_ctx.err(),
+        Some(ContextError::DeadlineExceeded),
+        "err never changes"
+    );
+
+    // The other way round: cancelled before the virtual deadline, though the real clock has
+    // long passed it.
+    let clock = Manual::new();
+    std::thread::sleep(ms(30));
+    let (ctx, cancel) = Context::background().with_cancel();
+    let virtual_ctx = ctx.with_timer(clock.clone()).with_timeout(ms(10));
+    cancel.cancel_with("client gone");
+    assert_eq!(virtual_ctx.err(), Some(ContextError::Cancelled));
+    assert_eq!(virtual_ctx.cause().unwrap().to_string(), "client gone");
+}
+
+#[test]
+fn a_child_of_a_cancelled_context_keeps_its_cause_whatever_its_own_deadline() {
+    let past = Instant::now() - ms(5);
+    let (root, cancel) = Context::background().with_cancel();
+    cancel.cancel_with("user");
+    for child in [
+        root.with_deadline(past),
+        root.with_timeout(Duration::ZERO),
+        root.with_deadline_cause(past, "ignored"),
+    ] {
+        assert_eq!(child.err(), Some(ContextError::Cancelled));
+        assert_eq!(child.cause().unwrap().to_string(), "user");
+    }
+}
+
+#[test]
+fn contexts_and_handles_are_send_sync_unwind_safe_and_cheap_to_move() {
+    fn check<T: Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe>() {}
+    check::<Context>();
+    check::<failfast::CancelHandle>();
+    assert!(std::mem::size_of::<Context>() <= 32);
+}

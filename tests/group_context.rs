@@ -175,3 +175,33 @@ on_every_executor!(
         assert_eq!((a, b, nested), (Some(42), Some(7), Some(42)));
     }
 );
+
+on_every_executor!(
+    async fn on_a_virtual_clock_a_callers_cancel_is_a_cancellation_not_the_deadline(ex) {
+        let clock = Manual::new();
+        std::thread::sleep(ms(30)); // the real clock moves past the group's virtual deadline
+        let ff = FailFast::builder()
+            .executor(ex)
+            .timer(clock.clone())
+            .timeout(ms(10))
+            .build()
+            .unwrap();
+        let (caller, cancel) = Context::background().with_cancel();
+        let group = ff.group(&caller);
+        let kept: Kept = Arc::default();
+        let keep = kept.clone();
+        let mut run = pin!(group.run(group.call("slow", move |ctx: Context| async move {
+            *keep.lock().unwrap() = Some(ctx.clone());
+            ctx.done().await;
+            Err::<(), BoxError>(ctx.cause().expect("done").into())
+        })));
+        assert!(drive_until(run.as_mut(), || kept.lock().unwrap().is_some()).await.is_none());
+        cancel.cancel_with("client gone");
+        let err = finish(run).await.unwrap_err();
+        assert_eq!(format!("{err:#}"), "cancelled by the caller after 0.0ns: client gone");
+        let ctx = kept.lock().unwrap().take().unwrap();
+        assert_eq!(ctx.err(), Some(ContextError::Cancelled));
+        assert_eq!(ctx.cause().unwrap().to_string(), "client gone");
+        assert_eq!(ctx.remaining(), Some(ms(10)), "no virtual time passed");
+    }
+);

@@ -4,7 +4,8 @@
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, TryLockError};
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Mutex, OnceLock, TryLockError};
 use std::task::{Context as TaskContext, Wake, Waker};
 
 use super::clock::Sleep;
@@ -91,7 +92,8 @@ impl After {
     }
 
     /// Runs the function when `sleep` completes: it is polled by a waker that polls it again
-    /// on whichever thread wakes it (the timer's), so no executor is needed.
+    /// on whichever thread wakes it (the timer's), so no executor is needed; the function
+    /// itself then runs on the after-function thread.
     pub(crate) fn arm(self: &Arc<Self>, sleep: Sleep) {
         *lock(&self.sleep) = Some(sleep);
         self.drive();
@@ -124,7 +126,7 @@ impl After {
                 Ok(std::task::Poll::Ready(())) => {
                     sleep.take();
                     drop(sleep);
-                    self.fire();
+                    run_elsewhere(self.clone());
                     return;
                 }
                 Err(payload) => {
@@ -154,6 +156,32 @@ impl After {
             sleep.take();
         }
         true
+    }
+}
+
+/// Runs `after` on failfast's after-function thread (one per process, started on first use),
+/// so that a slow or blocking function never holds up the timer whose thread fired it. If
+/// that thread cannot be started, runs it here.
+fn run_elsewhere(after: Arc<After>) {
+    static RUNNER: OnceLock<Option<Sender<Arc<After>>>> = OnceLock::new();
+    let runner = RUNNER.get_or_init(|| {
+        let (send, receive) = channel::<Arc<After>>();
+        std::thread::Builder::new()
+            .name("failfast-after".to_owned())
+            .spawn(move || {
+                for after in receive {
+                    after.fire();
+                }
+            })
+            .ok()
+            .map(|_| send)
+    });
+    let refused = match runner {
+        Some(send) => send.send(after).err().map(|returned| returned.0),
+        None => Some(after),
+    };
+    if let Some(after) = refused {
+        after.fire();
     }
 }
 

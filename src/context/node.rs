@@ -35,8 +35,6 @@ pub(crate) enum Kind {
     /// `with_deadline_cause`: the cause reported when the deadline `at` is what ended a
     /// context.
     DeadlineCause { at: Instant, cause: SharedError },
-    /// `with_timer`: only sets `clock`.
-    Clock,
     /// `without_cancel`: values and clock go through; cancellation and deadlines stop here.
     Detached,
 }
@@ -93,17 +91,9 @@ impl Node {
         node
     }
 
-    /// A node that sets the clock for everything below.
-    pub(crate) fn with_clock(parent: Option<&Arc<Node>>, clock: Arc<dyn Clock>) -> Arc<Node> {
-        Arc::new(Node {
-            parent: parent.cloned(),
-            scope_above: parent.and_then(|parent| parent.scope_node()),
-            clock: Some(clock),
-            kind: Kind::Clock,
-        })
-    }
-
-    /// A new cancellation scope under `parent`, on `clock`: what a group hands its calls.
+    /// A new cancellation scope under `parent`, on `clock`: what a group hands its calls, and
+    /// what `with_timer` makes. Every change of clock is a scope, so that a cancellation
+    /// from above is time-stamped by the clock of the deadlines it is compared with.
     pub(crate) fn scope_on(parent: Option<&Arc<Node>>, clock: Arc<dyn Clock>) -> Arc<Node> {
         let node = Arc::new(Node {
             parent: parent.cloned(),
@@ -163,20 +153,48 @@ impl Node {
             return false;
         };
         let mut afters = Vec::new();
-        let Some(mut below) = scope.cancel_one(&reason, &mut afters) else {
+        let Some(children) = scope.cancel_one(&reason, &mut afters) else {
             return false;
         };
-        while let Some(weak) = below.pop() {
-            if let Some(node) = weak.upgrade() {
-                if let Some(scope) = node.scope() {
-                    below.extend(scope.cancel_one(&reason, &mut afters).unwrap_or_default());
-                }
+        // Each child scope with the reason of the scope above it.
+        let mut below: Vec<(Weak<Node>, Reason)> = children
+            .into_iter()
+            .map(|child| (child, reason.clone()))
+            .collect();
+        while let Some((weak, above)) = below.pop() {
+            let Some(node) = weak.upgrade() else { continue };
+            let Some(scope) = node.scope() else { continue };
+            let reason = node.restamp(above);
+            if let Some(children) = scope.cancel_one(&reason, &mut afters) {
+                below.extend(children.into_iter().map(|child| (child, reason.clone())));
             }
         }
         for after in afters {
             after.fire();
         }
         true
+    }
+
+    /// `reason`, coming from the scope above, as this scope records it: re-stamped by this
+    /// scope's clock when it differs from the clock above (virtual time under real time, say).
+    fn restamp(&self, reason: Reason) -> Reason {
+        let above = self
+            .parent
+            .as_ref()
+            .and_then(|parent| parent.clock.as_ref());
+        let same = match (above, &self.clock) {
+            (None, None) => true,
+            (Some(a), Some(b)) => std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b)),
+            _ => false,
+        };
+        if same {
+            reason
+        } else {
+            Reason {
+                at: self.now(),
+                cause: reason.cause,
+            }
+        }
     }
 
     /// The time to record for a cancellation made now, by this node's clock.
@@ -236,7 +254,7 @@ impl Scope {
         // `cancel_one` sets the flag before it takes the list: either it saw our push, or we
         // see its flag here.
         if let Some(reason) = self.reason() {
-            child.cancel(reason.clone());
+            child.cancel(child.restamp(reason.clone()));
         }
     }
 

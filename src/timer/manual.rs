@@ -20,8 +20,10 @@ use crate::sync::lock;
 /// The clock starts at the real `Instant::now()` of [`Manual::new`] and then stands still.
 /// Clones share the clock. Give the same `Manual` to the aggregator and to the mock services
 /// (see [`mock::Mock::timer`](crate::mock::Mock::timer)) so that both live in virtual time.
-/// A context deadline for virtual time is built from this clock:
-/// `ctx.with_deadline(manual.now() + d)` (`Context::with_timeout` reads the real clock).
+/// A context lives in virtual time once this clock is attached to it
+/// ([`Context::with_timer`](crate::Context::with_timer)), as it is to the contexts a group
+/// on this timer hands its calls: their `with_timeout` counts from this clock, and their
+/// [`done`](crate::Context::done) fires as it advances.
 ///
 /// # Examples
 ///
