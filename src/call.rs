@@ -32,7 +32,7 @@ pub(crate) trait Driver: Sync {
 }
 
 /// The message of a setting changed after the call had started.
-const TOO_LATE: &str = "a call's timeout or optional flag was set after the call had started: set them right after `call`";
+const TOO_LATE: &str = "a call's timeout, optional flag or retry policy was set after the call had started: set them right after `call` or `idempotent`";
 
 /// The message of a call awaited outside `run`.
 const OUTSIDE_RUN: &str = "a call was awaited outside `run`: the group's deadline and the caller's cancellation \
@@ -125,6 +125,11 @@ impl<'g, V> Call<'g, V> {
         if !configured {
             self.too_late = true;
         }
+    }
+
+    /// A setting came after the call had started: the call yields a misuse error.
+    pub(crate) fn too_late(&mut self) {
+        self.too_late = true;
     }
 
     /// Cancels the call, unless it has completed.

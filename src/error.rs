@@ -259,6 +259,18 @@ pub enum BuildError {
     /// `limit(0)`: no call could ever start.
     #[error("limit must be greater than zero")]
     ZeroLimit,
+    /// `Retry::builder().attempts(0)`: not even one attempt.
+    #[error("attempts must be at least one")]
+    ZeroAttempts,
+    /// A backoff whose maximum is below its initial value.
+    #[error("the backoff's maximum must not be below its initial value")]
+    BackoffMax,
+    /// A backoff multiplier below 1 (or NaN): the backoff would shrink.
+    #[error("the backoff multiplier must be at least 1")]
+    Multiplier,
+    /// A budget ratio outside `[0, 1]` (or NaN).
+    #[error("the budget ratio must be between 0 and 1")]
+    BudgetRatio,
 }
 
 /// Renders a panic payload the way the standard library's hook does.

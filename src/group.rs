@@ -4,7 +4,7 @@ use std::any::TypeId;
 use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
@@ -14,6 +14,7 @@ use crate::context::Context;
 use crate::error::BoxError;
 use crate::executor::{Executor, Inline};
 use crate::fail_fast::FailFast;
+use crate::idempotent::{Idempotent, Policy, attempts};
 use crate::inline::InlineCall;
 use crate::records::Records;
 use crate::registry::{Env, Registry, Stage};
@@ -143,6 +144,54 @@ impl<'ff, E: Executor, T: Timer> Group<'ff, E, T> {
             self.shared.waker.wake(); // made from outside the join: `run` launches it
         }
         call
+    }
+
+    /// Makes the call `name` to a service that may be called more than once, so that the call
+    /// can [`retry`](Idempotent::retry): `f` is called once per attempt, each time with a
+    /// fresh child of the call's [`Context`]. Otherwise the same as [`call`](Group::call).
+    ///
+    /// Only the caller knows whether calling a service again is safe (a read, or a write
+    /// with an idempotency key): [`call`](Group::call) takes an `FnOnce`, so a call made
+    /// with it cannot be retried by accident. `f` is an `FnMut` rather than a `Clone`
+    /// closure, so that it can keep state across attempts (a counter, a connection) and
+    /// needs no `Clone` on what it captures.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use failfast::{BoxError, Context, FailFast, Retry};
+    ///
+    /// async fn get(_ctx: Context, key: &str) -> Result<String, BoxError> {
+    ///     Ok(format!("value of {key}"))
+    /// }
+    ///
+    /// let ff = FailFast::builder().timeout(Duration::from_secs(1)).build()?;
+    /// # futures::executor::block_on(async {
+    /// let group = ff.group(&Context::background());
+    /// let value = group
+    ///     .idempotent("kv", |ctx| get(ctx, "answer"))
+    ///     .retry(Retry::builder().attempts(3).build()?);
+    /// assert_eq!(group.run(value).await?, "value of answer");
+    /// # Ok::<_, Box<dyn std::error::Error>>(()) })?;
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn idempotent<V, Er, Fut, F>(
+        &self,
+        name: impl Into<Cow<'static, str>>,
+        f: F,
+    ) -> Idempotent<'_, V>
+    where
+        F: FnMut(Context) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<V, Er>> + Send + 'static,
+        Er: Into<BoxError> + 'static,
+        V: Send + 'static,
+    {
+        let name = name.into();
+        let policy = Arc::new(Mutex::new(Policy::default()));
+        let (slot, shared, label) = (policy.clone(), self.shared.clone(), name.clone());
+        let call = self.call(name, move |ctx| attempts(ctx, f, slot, shared, label));
+        Idempotent::new(call, policy)
     }
 
     /// Adds `key = value` to every log record of this group, such as the user or the request

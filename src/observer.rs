@@ -64,6 +64,13 @@ pub trait Observer: Send + Sync + 'static {
     fn group_finished(&self, group: &GroupFinished<'_>) {
         let _ = group;
     }
+
+    /// An attempt of a call with a [`Retry`](crate::Retry) policy finished: it answered, or
+    /// it failed and is retried after a backoff, or the call gives up (no attempts left, not
+    /// retryable, too close to the deadline, or refused by the [`Budget`](crate::Budget)).
+    fn attempt_finished(&self, attempt: &AttemptFinished<'_>) {
+        let _ = attempt;
+    }
 }
 
 impl<O: Observer + ?Sized> Observer for std::sync::Arc<O> {
@@ -77,6 +84,10 @@ impl<O: Observer + ?Sized> Observer for std::sync::Arc<O> {
 
     fn group_finished(&self, group: &GroupFinished<'_>) {
         (**self).group_finished(group)
+    }
+
+    fn attempt_finished(&self, attempt: &AttemptFinished<'_>) {
+        (**self).attempt_finished(attempt)
     }
 }
 
@@ -167,6 +178,41 @@ pub struct GroupFinished<'a> {
     /// The error `run` returns, if it fails; [`Error::Cancelled`] if `run` was dropped before
     /// it finished.
     pub error: Option<&'a Error>,
+}
+
+/// An attempt of a retried call finished. See [`Observer::attempt_finished`].
+///
+/// # Examples
+///
+/// ```
+/// use failfast::{AttemptFinished, Observer, StopReason};
+///
+/// struct Refusals;
+/// impl Observer for Refusals {
+///     fn attempt_finished(&self, attempt: &AttemptFinished<'_>) {
+///         if attempt.stopped == Some(StopReason::Budget) {
+///             eprintln!("{}: retry refused by the budget", attempt.name);
+///         }
+///     }
+/// }
+/// ```
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct AttemptFinished<'a> {
+    /// The group's id, as in its log records (`group_id`).
+    pub group: u64,
+    /// The call's name.
+    pub name: &'a str,
+    /// Which attempt: 1 for the first.
+    pub attempt: u32,
+    /// From the attempt's start to its end, by the group's timer.
+    pub elapsed: Duration,
+    /// The attempt's error, if it failed.
+    pub error: Option<&'a (dyn std::error::Error + Send + Sync + 'static)>,
+    /// When it failed and another attempt follows: the backoff before it.
+    pub retry_after: Option<Duration>,
+    /// When it failed and the call gives up: why.
+    pub stopped: Option<crate::StopReason>,
 }
 
 /// How a call ended.

@@ -130,6 +130,18 @@ impl kv::Source for Source<'_> {
     }
 }
 
+/// Any error and its sources, as `outer: inner: ...`, for a log record.
+pub(crate) fn chain_of(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// An error and its sources, as `outer: inner: ...`, for a log record.
 pub(crate) fn chain(error: &crate::Error) -> String {
     format!("{error:#}")

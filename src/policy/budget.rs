@@ -1,0 +1,178 @@
+//! [`Budget`]: caps retries (and hedges) to a share of first attempts, with a floor.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::error::BuildError;
+use crate::sync::lock;
+
+/// How long a first attempt or a retry counts against the budget.
+const WINDOW: Duration = Duration::from_secs(10);
+/// The window is kept in this many buckets: an event leaves it within a tenth of `WINDOW`.
+const BUCKETS: usize = 10;
+
+/// A retry budget shared by calls and groups: retries and hedges may add at most `ratio` of
+/// the first attempts made over the last 10 seconds, plus `min_per_second` (times 10) so that
+/// quiet periods can still retry. Finagle's `RetryBudget`, and the 20% / 3 per second that
+/// Envoy and Finagle default to.
+///
+/// Each first attempt deposits `ratio`; each retry or hedge withdraws 1, and is refused when
+/// less than 1 is left. A refused retry is not made: the call returns the error it had, and
+/// the refusal is logged and [observed](crate::Observer::attempt_finished). Time is read from
+/// the call's context clock, so a budget works in virtual time too.
+///
+/// Clones share the budget: give one to every policy that should draw on it, across calls
+/// and groups.
+///
+/// # Examples
+///
+/// ```
+/// use failfast::{Budget, Retry};
+///
+/// let budget = Budget::new(0.2, 3)?; // 20% more, and at least 3 a second
+/// let retry = Retry::builder().attempts(3).budget(budget.clone()).build()?;
+/// # Ok::<_, failfast::BuildError>(())
+/// ```
+#[derive(Clone)]
+pub struct Budget {
+    inner: Arc<Mutex<Ledger>>,
+}
+
+struct Ledger {
+    ratio: f64,
+    min_per_second: u32,
+    /// When the current bucket started; `None` until first used.
+    start: Option<Instant>,
+    /// Per bucket, oldest first: (first attempts, retries).
+    buckets: [(u64, u64); BUCKETS],
+}
+
+impl Budget {
+    /// A budget of `ratio` (in `[0, 1]`) of first attempts, plus `min_per_second` retries a
+    /// second.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::BudgetRatio`] if `ratio` is not in `[0, 1]` (or is NaN).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use failfast::{Budget, BuildError};
+    ///
+    /// assert!(Budget::new(0.1, 0).is_ok());
+    /// assert_eq!(Budget::new(1.5, 0).unwrap_err(), BuildError::BudgetRatio);
+    /// ```
+    pub fn new(ratio: f64, min_per_second: u32) -> Result<Budget, BuildError> {
+        if !(0.0..=1.0).contains(&ratio) {
+            return Err(BuildError::BudgetRatio);
+        }
+        Ok(Budget {
+            inner: Arc::new(Mutex::new(Ledger {
+                ratio,
+                min_per_second,
+                start: None,
+                buckets: [(0, 0); BUCKETS],
+            })),
+        })
+    }
+
+    /// Counts a first attempt made at `now`.
+    pub(crate) fn deposit(&self, now: Instant) {
+        let mut ledger = lock(&self.inner);
+        ledger.rotate(now);
+        ledger.buckets[BUCKETS - 1].0 += 1;
+    }
+
+    /// Takes one retry at `now`, if the budget allows it.
+    pub(crate) fn withdraw(&self, now: Instant) -> bool {
+        let mut ledger = lock(&self.inner);
+        ledger.rotate(now);
+        let (firsts, retries) = ledger
+            .buckets
+            .iter()
+            .fold((0, 0), |(f, r), &(bf, br)| (f + bf, r + br));
+        let floor = f64::from(ledger.min_per_second) * WINDOW.as_secs_f64();
+        let allowed = ledger.ratio * firsts as f64 + floor;
+        if allowed - retries as f64 >= 1.0 {
+            ledger.buckets[BUCKETS - 1].1 += 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl Ledger {
+    /// Moves the window to `now`: buckets older than the window are forgotten.
+    fn rotate(&mut self, now: Instant) {
+        let width = WINDOW / BUCKETS as u32;
+        let Some(start) = self.start else {
+            self.start = Some(now);
+            return;
+        };
+        let passed = now.saturating_duration_since(start);
+        let steps = (passed.as_nanos() / width.as_nanos()).min(BUCKETS as u128) as usize;
+        if steps == 0 {
+            return;
+        }
+        self.buckets.rotate_left(steps);
+        for bucket in &mut self.buckets[BUCKETS - steps..] {
+            *bucket = (0, 0);
+        }
+        // `steps` is at most BUCKETS, so this fits in a u32.
+        self.start = Some(start + width * steps as u32);
+        if now.saturating_duration_since(start) >= WINDOW {
+            self.start = Some(now);
+        }
+    }
+}
+
+impl fmt::Debug for Budget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ledger = lock(&self.inner);
+        f.debug_struct("Budget")
+            .field("ratio", &ledger.ratio)
+            .field("min_per_second", &ledger.min_per_second)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_are_capped_to_the_ratio_of_first_attempts_plus_the_floor() {
+        let budget = Budget::new(0.2, 0).unwrap();
+        let now = Instant::now();
+        for _ in 0..10 {
+            budget.deposit(now);
+        }
+        assert!(budget.withdraw(now));
+        assert!(budget.withdraw(now));
+        assert!(!budget.withdraw(now), "20% of 10 is 2");
+
+        let floor = Budget::new(0.0, 1).unwrap();
+        let granted = (0..20).filter(|_| floor.withdraw(now)).count();
+        assert_eq!(granted, 10, "1 a second over a 10 s window");
+    }
+
+    #[test]
+    fn the_window_forgets_what_is_older_than_ten_seconds() {
+        let budget = Budget::new(0.5, 0).unwrap();
+        let start = Instant::now();
+        for _ in 0..4 {
+            budget.deposit(start);
+        }
+        assert!(budget.withdraw(start));
+        assert!(budget.withdraw(start));
+        assert!(!budget.withdraw(start));
+        let later = start + Duration::from_secs(11);
+        assert!(!budget.withdraw(later), "the deposits left with the window");
+        budget.deposit(later);
+        budget.deposit(later);
+        assert!(budget.withdraw(later), "and so did the retries");
+    }
+}
