@@ -268,6 +268,9 @@ pub enum BuildError {
     /// A backoff multiplier below 1 (or NaN): the backoff would shrink.
     #[error("the backoff multiplier must be at least 1")]
     Multiplier,
+    /// A hedge percentile outside `(0, 100)` (or NaN).
+    #[error("the percentile must be between 0 and 100, both excluded")]
+    Percentile,
     /// A budget ratio outside `[0, 1]` (or NaN).
     #[error("the budget ratio must be between 0 and 1")]
     BudgetRatio,

@@ -211,8 +211,12 @@ pub struct AttemptFinished<'a> {
     pub error: Option<&'a (dyn std::error::Error + Send + Sync + 'static)>,
     /// When it failed and another attempt follows: the backoff before it.
     pub retry_after: Option<Duration>,
-    /// When it failed and the call gives up: why.
+    /// When it failed and the call gives up: why. (For a hedge refused by the budget, an
+    /// event with no error, `stopped` set to [`StopReason::Budget`](crate::StopReason::Budget).)
     pub stopped: Option<crate::StopReason>,
+    /// Whether this attempt was a hedge: started while an earlier one was still running, or
+    /// after it failed, under a [`Hedge`](crate::Hedge) policy.
+    pub hedge: bool,
 }
 
 /// How a call ended.

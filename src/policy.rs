@@ -2,4 +2,5 @@
 //! never reach up to calls or groups.
 
 pub(crate) mod budget;
+pub(crate) mod hedge;
 pub(crate) mod retry;

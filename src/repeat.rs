@@ -1,0 +1,380 @@
+//! Running an idempotent call's service: once, under a [`Retry`] policy (one attempt after
+//! another), or under a [`Hedge`] policy (attempts overlapping). What the group sees as the
+//! call's service.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::future::{Either, select};
+use futures::stream::FuturesUnordered;
+use log::Level;
+use log::kv::Value;
+
+use crate::context::{Context, ContextError};
+use crate::error::BoxError;
+use crate::idempotent::Policy;
+use crate::observer::AttemptFinished;
+use crate::policy::hedge::Hedge;
+use crate::policy::retry::{AttemptFailure, AttemptTimedOut, GaveUp, Jitter, Retry, StopReason};
+use crate::records::millis;
+use crate::state::Shared;
+use crate::sync::lock;
+
+/// Runs an idempotent call's service: once, under its retry policy, or hedged.
+pub(crate) async fn attempts<V, Er, Fut, F>(
+    ctx: Context,
+    mut make: F,
+    policy: Arc<Mutex<Policy>>,
+    shared: Arc<Shared>,
+    name: Cow<'static, str>,
+) -> Result<V, BoxError>
+where
+    F: FnMut(Context) -> Fut,
+    Fut: Future<Output = Result<V, Er>>,
+    Er: Into<BoxError>,
+{
+    let (retry, hedge) = lock(&policy).start();
+    if let Some(hedge) = hedge {
+        return hedged(ctx, make, hedge, shared, name).await;
+    }
+    let Some(retry) = retry else {
+        return make(ctx).await.map_err(Into::into);
+    };
+    let now = || ctx.clock().map_or_else(Instant::now, |clock| clock.now());
+    let mut jitter = Jitter::new(retry.seed, now());
+    if let Some(budget) = &retry.budget {
+        budget.deposit(now());
+    }
+    let mut attempt = 1;
+    loop {
+        let started = now();
+        let (attempt_ctx, cancel) = ctx.with_cancel();
+        let attempt_ctx = match retry.attempt_timeout {
+            Some(timeout) => attempt_ctx.with_timeout(timeout),
+            None => attempt_ctx,
+        };
+        let outcome = {
+            let _cancel = cancel.drop_guard(); // the attempt's own work ends with it
+            let service = make(attempt_ctx.clone());
+            if retry.attempt_timeout.is_none() {
+                // Only the call's deadline: the group enforces it (by dropping the call).
+                service.await.map_err(Into::into)
+            } else {
+                match select(std::pin::pin!(service), attempt_ctx.done()).await {
+                    Either::Left((result, _)) => result.map_err(Into::into),
+                    Either::Right(((), _)) => Err(timed_out(&retry)),
+                }
+            }
+        };
+        let error = match outcome {
+            Ok(value) => {
+                observe(&shared, event(&shared, &name, attempt, now() - started));
+                return Ok(value);
+            }
+            Err(error) => error,
+        };
+        if ctx.is_done() {
+            // Cut short by the group (its deadline, its cancellation): not the call's own
+            // failure, and not worth another attempt.
+            return Err(error);
+        }
+        let timed_out = attempt_ctx.err() == Some(ContextError::DeadlineExceeded);
+        let failure = match (timed_out, retry.attempt_timeout) {
+            (true, Some(timeout)) => AttemptFailure::TimedOut(timeout),
+            _ => AttemptFailure::Error(&*error),
+        };
+        let elapsed = now().saturating_duration_since(started);
+        let stop = if attempt >= retry.attempts.get() {
+            Some(StopReason::Exhausted)
+        } else if !retry.retryable(&failure) {
+            Some(StopReason::NotRetryable)
+        } else {
+            None
+        };
+        let backoff = retry.backoff(attempt, jitter.next());
+        let resume = now().checked_add(backoff);
+        let stop = stop.or_else(|| {
+            let enough = match (ctx.deadline(), resume) {
+                (Some(deadline), Some(resume)) => resume
+                    .checked_add(retry.min_time_left)
+                    .is_some_and(|ready| ready < deadline),
+                (Some(_), None) => false,
+                (None, _) => true,
+            };
+            (!enough).then_some(StopReason::Deadline)
+        });
+        let stop = stop.or_else(|| match &retry.budget {
+            Some(budget) if !budget.withdraw(now()) => Some(StopReason::Budget),
+            _ => None,
+        });
+        if let Some(reason) = stop {
+            observe(
+                &shared,
+                AttemptFinished {
+                    error: Some(&*error),
+                    stopped: Some(reason),
+                    ..event(&shared, &name, attempt, elapsed)
+                },
+            );
+            report(&shared, &name, attempt, &error, None, Some(reason));
+            return Err(Box::new(GaveUp {
+                attempts: attempt,
+                reason,
+                last: error,
+            }));
+        }
+        observe(
+            &shared,
+            AttemptFinished {
+                error: Some(&*error),
+                retry_after: Some(backoff),
+                ..event(&shared, &name, attempt, elapsed)
+            },
+        );
+        report(&shared, &name, attempt, &error, Some(backoff), None);
+        if let (Some(resume), Some(clock), false) = (resume, ctx.clock(), backoff.is_zero()) {
+            let mut sleep = clock.sleep_until(resume);
+            let mut done = ctx.done();
+            if let Either::Right(_) = select(&mut sleep, &mut done).await {
+                return Err(error); // the group ended during the backoff
+            }
+        }
+        attempt += 1;
+    }
+}
+
+/// The error of an attempt cut at its own timeout.
+fn timed_out(retry: &Retry) -> BoxError {
+    Box::new(AttemptTimedOut(retry.attempt_timeout.unwrap_or_default()))
+}
+
+/// Tells the observer about one attempt, if there is an observer.
+fn observe(shared: &Shared, event: AttemptFinished<'_>) {
+    if let Some(observer) = &shared.observer {
+        observer.attempt_finished(&event);
+    }
+}
+
+/// The event of attempt `attempt` of the call `name`: succeeded, not a hedge.
+fn event<'a>(
+    shared: &Shared,
+    name: &'a str,
+    attempt: u32,
+    elapsed: Duration,
+) -> AttemptFinished<'a> {
+    AttemptFinished {
+        group: shared.id,
+        name,
+        attempt,
+        elapsed,
+        error: None,
+        retry_after: None,
+        stopped: None,
+        hedge: false,
+    }
+}
+
+/// Logs a failed attempt: the retry to come (debug), a budget refusal (info), or giving up
+/// (debug: the group reports the call's failure).
+fn report(
+    shared: &Shared,
+    name: &str,
+    attempt: u32,
+    error: &BoxError,
+    backoff: Option<Duration>,
+    stopped: Option<StopReason>,
+) {
+    let level = match stopped {
+        Some(StopReason::Budget) => Level::Info,
+        _ => Level::Debug,
+    };
+    if !shared.records.enabled(level) {
+        return;
+    }
+    let error = crate::records::chain_of(&**error);
+    let mut keys = vec![
+        ("service", Value::from(name)),
+        ("attempt", Value::from(attempt)),
+        ("error", Value::from(error.as_str())),
+    ];
+    let message = match (backoff, stopped) {
+        (Some(backoff), _) => {
+            keys.push(("backoff_ms", Value::from(millis(backoff))));
+            "attempt failed, retrying"
+        }
+        (None, Some(StopReason::Budget)) => "attempt failed, retry refused by the budget",
+        (None, Some(StopReason::Deadline)) => {
+            "attempt failed, not enough time left before the deadline to retry"
+        }
+        (None, Some(StopReason::NotRetryable)) => "attempt failed, not retryable",
+        (None, _) => "attempt failed, no attempts left",
+    };
+    shared.records.write(level, message, &keys);
+}
+
+/// Runs an idempotent call's service under `hedge`: attempts overlap, the first success wins
+/// and the others are dropped (cancelled) with this future.
+pub(crate) async fn hedged<V, Er, Fut, F>(
+    ctx: Context,
+    mut make: F,
+    hedge: Hedge,
+    shared: Arc<Shared>,
+    name: Cow<'static, str>,
+) -> Result<V, BoxError>
+where
+    F: FnMut(Context) -> Fut,
+    Fut: Future<Output = Result<V, Er>>,
+    Er: Into<BoxError>,
+{
+    let now = || ctx.clock().map_or_else(Instant::now, |clock| clock.now());
+    if let Some(budget) = &hedge.budget {
+        budget.deposit(now());
+    }
+    let max = hedge.attempts.get();
+    let mut launch = |n: u32| {
+        let (attempt_ctx, cancel) = ctx.with_cancel();
+        let service = make(attempt_ctx);
+        let started = now();
+        async move {
+            let _cancel = cancel.drop_guard(); // a loser's own work ends with it
+            (n, started, service.await.map_err(Into::into))
+        }
+    };
+    let mut running = FuturesUnordered::new();
+    running.push(launch(1));
+    let mut started = 1;
+    // When the next hedge starts; `None`: no more hedges (none left, no delay known yet, or
+    // refused by the budget).
+    let next_hedge = |started: u32| {
+        (started < max)
+            .then(|| hedge.delay(&name, now()))
+            .flatten()
+            .and_then(|delay| now().checked_add(delay))
+    };
+    let mut next_at = next_hedge(started);
+    let mut last: Option<BoxError> = None;
+    let mut refused = false;
+    loop {
+        let timer = next_at.and_then(|at| Some(ctx.clock()?.sleep_until(at)));
+        let finished = match timer {
+            Some(timer) => match select(running.next(), timer).await {
+                Either::Left((finished, _)) => finished,
+                Either::Right(((), _)) => {
+                    // No answer in time: hedge, if the budget allows.
+                    if spend(&hedge, &shared, &name, started, now()) {
+                        started += 1;
+                        report_hedge(&shared, &name, started);
+                        running.push(launch(started));
+                        next_at = next_hedge(started);
+                    } else {
+                        refused = true;
+                        next_at = None;
+                    }
+                    continue;
+                }
+            },
+            None => running.next().await,
+        };
+        let Some((n, began, result)) = finished else {
+            // Nothing in flight and nothing to start: every attempt failed.
+            let reason = if refused {
+                StopReason::Budget
+            } else {
+                StopReason::Exhausted
+            };
+            let last = last.unwrap_or_else(|| "no attempt was made".into());
+            return Err(Box::new(GaveUp {
+                attempts: started,
+                reason,
+                last,
+            }));
+        };
+        let elapsed = now().saturating_duration_since(began);
+        let error = match result {
+            Ok(value) => {
+                hedge.record(&name, now(), elapsed);
+                observe(
+                    &shared,
+                    AttemptFinished {
+                        hedge: n > 1,
+                        ..event(&shared, &name, n, elapsed)
+                    },
+                );
+                return Ok(value);
+            }
+            Err(error) => error,
+        };
+        if ctx.is_done() {
+            return Err(error); // the group ended the call
+        }
+        // A failure starts the next attempt at once, if one is left and the budget allows.
+        let next = started < max && !refused;
+        let granted = next && spend(&hedge, &shared, &name, started, now());
+        refused |= next && !granted;
+        let stopped = (!granted && running.is_empty()).then_some(if refused {
+            StopReason::Budget
+        } else {
+            StopReason::Exhausted
+        });
+        observe(
+            &shared,
+            AttemptFinished {
+                error: Some(&*error),
+                stopped,
+                hedge: n > 1,
+                ..event(&shared, &name, n, elapsed)
+            },
+        );
+        report(&shared, &name, n, &error, None, stopped);
+        if granted {
+            started += 1;
+            running.push(launch(started));
+            next_at = next_hedge(started);
+        }
+        last = Some(error);
+    }
+}
+
+/// Asks the budget, if any, for one more attempt; logs and observes a refusal.
+fn spend(hedge: &Hedge, shared: &Shared, name: &str, started: u32, now: Instant) -> bool {
+    let Some(budget) = &hedge.budget else {
+        return true;
+    };
+    if budget.withdraw(now) {
+        return true;
+    }
+    if shared.records.enabled(Level::Info) {
+        let keys = [
+            ("service", Value::from(name)),
+            ("attempts", Value::from(started)),
+        ];
+        shared
+            .records
+            .write(Level::Info, "hedge refused by the budget", &keys);
+    }
+    observe(
+        shared,
+        AttemptFinished {
+            stopped: Some(StopReason::Budget),
+            hedge: true,
+            ..event(shared, name, started + 1, Duration::ZERO)
+        },
+    );
+    false
+}
+
+/// Logs a hedge (debug).
+fn report_hedge(shared: &Shared, name: &str, attempt: u32) {
+    if shared.records.enabled(Level::Debug) {
+        let keys = [
+            ("service", Value::from(name)),
+            ("attempt", Value::from(attempt)),
+        ];
+        shared
+            .records
+            .write(Level::Debug, "no answer yet, hedging", &keys);
+    }
+}

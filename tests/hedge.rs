@@ -1,0 +1,298 @@
+//! Hedged requests: the schedule pinned in virtual time (hedge at the delay, the loser dropped
+//! at the instant the winner answers), failures, the budget and the adaptive delay, on every
+//! executor.
+
+mod common;
+
+use std::error::Error as _;
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{drive_until, finish, ms, on_every_executor};
+use failfast::timer::Manual;
+use failfast::{
+    AttemptFinished, BoxError, Budget, BuildError, Context, FailFast, GaveUp, Hedge, Observer,
+    StopReason, Timer,
+};
+use futures::future::BoxFuture;
+
+/// A service whose attempt `n` (from 1) sleeps `plan[n-1].0` of virtual time, then answers
+/// `n` or fails; it counts the attempts dropped before they ended.
+#[derive(Clone)]
+struct Replica {
+    clock: Manual,
+    plan: Arc<Vec<(Duration, bool)>>,
+    made: Arc<AtomicUsize>,
+    dropped: Arc<Mutex<Vec<(usize, Duration)>>>,
+}
+
+/// Counts a dropped attempt (with the virtual time it was dropped at) unless it finished.
+struct Guard {
+    n: usize,
+    replica: Replica,
+    finished: bool,
+}
+
+impl Guard {
+    fn finish(&mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if !self.finished {
+            let at = self.replica.clock.elapsed();
+            self.replica.dropped.lock().unwrap().push((self.n, at));
+        }
+    }
+}
+
+impl Replica {
+    fn new(clock: &Manual, plan: &[(u64, bool)]) -> Replica {
+        Replica {
+            clock: clock.clone(),
+            plan: Arc::new(plan.iter().map(|&(d, ok)| (ms(d), ok)).collect()),
+            made: Arc::default(),
+            dropped: Arc::default(),
+        }
+    }
+
+    fn service(
+        &self,
+    ) -> impl FnMut(Context) -> BoxFuture<'static, Result<usize, BoxError>> + Send + 'static {
+        let replica = self.clone();
+        move |_ctx| {
+            let n = replica.made.fetch_add(1, Ordering::SeqCst) + 1;
+            let (delay, ok) = replica
+                .plan
+                .get(n - 1)
+                .copied()
+                .unwrap_or((ms(1_000_000), true));
+            let mut guard = Guard {
+                n,
+                replica: replica.clone(),
+                finished: false,
+            };
+            Box::pin(async move {
+                guard.replica.clock.sleep(delay).await;
+                guard.finish();
+                if ok {
+                    Ok(n)
+                } else {
+                    Err(format!("replica {n} failed").into())
+                }
+            })
+        }
+    }
+
+    fn made(&self) -> usize {
+        self.made.load(Ordering::SeqCst)
+    }
+
+    fn dropped(&self) -> Vec<(usize, Duration)> {
+        self.dropped.lock().unwrap().clone()
+    }
+}
+
+/// Records every attempt event: (attempt, hedge, failed, stopped).
+#[derive(Clone, Default)]
+struct Events(Arc<Mutex<Vec<Event>>>);
+
+type Event = (u32, bool, bool, Option<StopReason>);
+
+impl Observer for Events {
+    fn attempt_finished(&self, a: &AttemptFinished<'_>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((a.attempt, a.hedge, a.error.is_some(), a.stopped));
+    }
+}
+
+fn hedge(attempts: u32, delay: u64) -> Hedge {
+    Hedge::builder()
+        .attempts(attempts)
+        .delay(ms(delay))
+        .build()
+        .unwrap()
+}
+
+/// Drives `run` until `sleepers` are asleep on `clock`, then advances it by `by`.
+async fn step<F: std::future::Future>(
+    run: std::pin::Pin<&mut F>,
+    clock: &Manual,
+    sleepers: usize,
+    by: u64,
+) {
+    assert!(
+        drive_until(run, || clock.sleepers() == sleepers)
+            .await
+            .is_none()
+    );
+    clock.advance(ms(by));
+}
+
+on_every_executor!(
+    async fn a_slow_first_attempt_is_hedged_at_the_delay_and_dropped_when_the_hedge_answers(ex) {
+        let clock = Manual::new();
+        let events = Events::default();
+        let ff = FailFast::builder().executor(ex).timer(clock.clone()).observer(events.clone()).build().unwrap();
+        let replica = Replica::new(&clock, &[(100, true), (5, true)]);
+        let group = ff.group(&Context::background());
+        let mut run = pin!(group.run(group.idempotent("kv", replica.service()).hedge(hedge(2, 10))));
+        // t=0: attempt 1 (100 ms) and the hedge timer (10 ms) asleep.
+        step(run.as_mut(), &clock, 2, 10).await;
+        // t=10: the hedge started (5 ms); attempt 1 still asleep.
+        step(run.as_mut(), &clock, 2, 5).await;
+        assert_eq!(finish(run).await.unwrap(), 2, "the hedge won");
+        assert_eq!(replica.made(), 2);
+        common::eventually("the loser was dropped", || !replica.dropped().is_empty()).await;
+        assert_eq!(replica.dropped(), [(1, ms(15))], "at the instant the winner answered");
+        assert_eq!(*events.0.lock().unwrap(), [(2, true, false, None)]);
+    }
+);
+
+on_every_executor!(
+    async fn a_call_that_answers_before_the_delay_is_never_hedged(ex) {
+        let clock = Manual::new();
+        let ff = FailFast::builder().executor(ex).timer(clock.clone()).build().unwrap();
+        let replica = Replica::new(&clock, &[(5, true)]);
+        let group = ff.group(&Context::background());
+        let mut run = pin!(group.run(group.idempotent("kv", replica.service()).hedge(hedge(3, 10))));
+        step(run.as_mut(), &clock, 2, 5).await;
+        assert_eq!(finish(run).await.unwrap(), 1);
+        assert_eq!(replica.made(), 1);
+    }
+);
+
+on_every_executor!(
+    async fn a_failure_does_not_end_the_call_while_another_attempt_runs(ex) {
+        let clock = Manual::new();
+        let ff = FailFast::builder().executor(ex).timer(clock.clone()).build().unwrap();
+        // Attempt 1 fails at t=50; the hedge (from t=10) answers at t=110.
+        let replica = Replica::new(&clock, &[(50, false), (100, true)]);
+        let group = ff.group(&Context::background());
+        let mut run = pin!(group.run(group.idempotent("kv", replica.service()).hedge(hedge(2, 10))));
+        step(run.as_mut(), &clock, 2, 10).await;
+        step(run.as_mut(), &clock, 2, 40).await;
+        step(run.as_mut(), &clock, 1, 60).await;
+        assert_eq!(finish(run).await.unwrap(), 2);
+    }
+);
+
+on_every_executor!(
+    async fn a_failure_starts_the_next_attempt_at_once(ex) {
+        let clock = Manual::new();
+        let ff = FailFast::builder().executor(ex).timer(clock.clone()).build().unwrap();
+        let replica = Replica::new(&clock, &[(5, false), (5, true)]);
+        let group = ff.group(&Context::background());
+        let mut run = pin!(group.run(group.idempotent("kv", replica.service()).hedge(hedge(3, 1000))));
+        step(run.as_mut(), &clock, 2, 5).await; // attempt 1 fails at t=5: attempt 2 starts
+        step(run.as_mut(), &clock, 2, 5).await;
+        assert_eq!(finish(run).await.unwrap(), 2);
+        assert_eq!(clock.elapsed(), ms(10), "no wait for the hedge delay");
+    }
+);
+
+on_every_executor!(
+    async fn when_every_attempt_fails_the_call_gives_up_with_the_last_error(ex) {
+        let clock = Manual::new();
+        let ff = FailFast::builder().executor(ex).timer(clock.clone()).build().unwrap();
+        let replica = Replica::new(&clock, &[(5, false), (5, false)]);
+        let group = ff.group(&Context::background());
+        let mut run = pin!(group.run(group.idempotent("kv", replica.service()).hedge(hedge(2, 0))));
+        step(run.as_mut(), &clock, 2, 5).await; // a zero delay: both attempts at once
+        let err = finish(run).await.unwrap_err();
+        let gave_up = err.source().unwrap().downcast_ref::<GaveUp>().unwrap();
+        assert_eq!((gave_up.attempts, gave_up.reason), (2, StopReason::Exhausted));
+        assert!(format!("{err:#}").contains("replica"), "{err:#}");
+    }
+);
+
+on_every_executor!(
+    async fn a_budget_that_refuses_means_no_hedge_and_says_so(ex) {
+        let clock = Manual::new();
+        let events = Events::default();
+        let ff = FailFast::builder().executor(ex).timer(clock.clone()).observer(events.clone()).build().unwrap();
+        let replica = Replica::new(&clock, &[(30, true)]);
+        let policy = Hedge::builder()
+            .attempts(2)
+            .delay(ms(10))
+            .budget(Budget::new(0.0, 0).unwrap())
+            .build()
+            .unwrap();
+        let group = ff.group(&Context::background());
+        let mut run = pin!(group.run(group.idempotent("kv", replica.service()).hedge(policy)));
+        step(run.as_mut(), &clock, 2, 10).await;
+        let refused = || !events.0.lock().unwrap().is_empty();
+        assert!(drive_until(run.as_mut(), refused).await.is_none());
+        step(run.as_mut(), &clock, 1, 20).await;
+        assert_eq!(finish(run).await.unwrap(), 1);
+        assert_eq!(replica.made(), 1);
+        assert_eq!(events.0.lock().unwrap()[0], (2, true, false, Some(StopReason::Budget)));
+    }
+);
+
+on_every_executor!(
+    async fn the_adaptive_delay_hedges_at_the_percentile_of_recent_successes(ex) {
+        let clock = Manual::new();
+        let ff = FailFast::builder().executor(ex).timer(clock.clone()).build().unwrap();
+        let policy = Hedge::builder()
+            .attempts(2)
+            .percentile(90.0)
+            .window(Duration::from_secs(60), 5)
+            .build()
+            .unwrap();
+        // Five calls answering in 20 ms: no hedge yet (too few samples before the fifth).
+        for _ in 0..5 {
+            let replica = Replica::new(&clock, &[(20, true)]);
+            let group = ff.group(&Context::background());
+            let mut run = pin!(group.run(group.idempotent("kv", replica.service()).hedge(policy.clone())));
+            step(run.as_mut(), &clock, 1, 20).await;
+            assert_eq!(finish(run).await.unwrap(), 1);
+            assert_eq!(replica.made(), 1);
+        }
+        // Now a stuck first attempt is hedged at p90 = 20 ms.
+        let replica = Replica::new(&clock, &[(1000, true), (20, true)]);
+        let group = ff.group(&Context::background());
+        let mut run = pin!(group.run(group.idempotent("kv", replica.service()).hedge(policy.clone())));
+        step(run.as_mut(), &clock, 2, 20).await;
+        step(run.as_mut(), &clock, 2, 20).await;
+        assert_eq!(finish(run).await.unwrap(), 2);
+    }
+);
+
+on_every_executor!(
+    async fn the_groups_deadline_cancels_every_attempt(ex) {
+        let clock = Manual::new();
+        let ff = FailFast::builder().executor(ex).timer(clock.clone()).timeout(ms(50)).build().unwrap();
+        let replica = Replica::new(&clock, &[(1000, true), (1000, true)]);
+        let group = ff.group(&Context::background());
+        let mut run = pin!(group.run(group.idempotent("kv", replica.service()).hedge(hedge(2, 10))));
+        step(run.as_mut(), &clock, 3, 10).await; // deadline, attempt 1, hedge timer
+        step(run.as_mut(), &clock, 3, 40).await; // deadline, attempts 1 and 2
+        assert!(finish(run).await.unwrap_err().is_deadline_exceeded());
+        common::eventually("both attempts dropped", || replica.dropped().len() == 2).await;
+    }
+);
+
+#[test]
+fn bad_hedges_are_build_errors() {
+    assert_eq!(
+        Hedge::builder().attempts(0).build().unwrap_err(),
+        BuildError::ZeroAttempts
+    );
+    for bad in [0.0, 100.0, -5.0, f64::NAN] {
+        assert_eq!(
+            Hedge::builder().percentile(bad).build().unwrap_err(),
+            BuildError::Percentile
+        );
+    }
+    assert!(
+        Hedge::builder().delay(Duration::ZERO).build().is_ok(),
+        "zero: all at once"
+    );
+}
