@@ -349,6 +349,13 @@ impl<V> Optional<'_, V> {
     }
 }
 
+impl<'g, V> From<Optional<'g, V>> for Call<'g, V> {
+    /// The call again, for a [`Gather`](crate::Gather), which treats every call as optional.
+    fn from(optional: Optional<'g, V>) -> Call<'g, V> {
+        optional.call
+    }
+}
+
 impl<V: 'static> Future for Optional<'_, V> {
     type Output = Result<Option<V>, Error>;
 

@@ -104,6 +104,16 @@ pub enum Error {
         /// What was done, and what to do instead.
         message: &'static str,
     },
+    /// A [`Gather`](crate::Gather) could not get the successes it needed: too many of its
+    /// calls failed, or (best effort) too few had succeeded when the deadline passed.
+    TooFew {
+        /// How many successes were needed.
+        needed: usize,
+        /// How many calls succeeded.
+        succeeded: usize,
+        /// How many calls were gathered.
+        calls: usize,
+    },
 }
 
 /// The name the kata uses for [`Error`]: `UserAggregator::aggregate` returns it.
@@ -150,7 +160,8 @@ impl Error {
             Error::DeadlineExceeded { .. }
             | Error::Cancelled { .. }
             | Error::Timer { .. }
-            | Error::Misuse { .. } => None,
+            | Error::Misuse { .. }
+            | Error::TooFew { .. } => None,
         }
     }
 
@@ -214,6 +225,11 @@ impl fmt::Display for Error {
                 "{service} task was dropped by the executor before it finished"
             )?,
             Error::Misuse { message } => f.write_str(message)?,
+            Error::TooFew {
+                needed,
+                succeeded,
+                calls,
+            } => write!(f, "{succeeded} of {calls} calls succeeded, {needed} needed")?,
         }
         if f.alternate() {
             let mut source = std::error::Error::source(self);

@@ -14,6 +14,7 @@ use crate::context::Context;
 use crate::error::BoxError;
 use crate::executor::{Executor, Inline};
 use crate::fail_fast::FailFast;
+use crate::gather::Gather;
 use crate::idempotent::{Idempotent, Policy};
 use crate::inline::InlineCall;
 use crate::records::Records;
@@ -193,6 +194,27 @@ impl<'ff, E: Executor, T: Timer> Group<'ff, E, T> {
         let (slot, shared, label) = (policy.clone(), self.shared.clone(), name.clone());
         let call = self.call(name, move |ctx| attempts(ctx, f, slot, shared, label));
         Idempotent::new(call, policy)
+    }
+
+    /// A k-of-n gather over `calls` of this group, to hand to [`run`](Group::run): it yields
+    /// as soon as `k` of them have succeeded (cancelling the rest), or, made
+    /// [`best_effort`](Gather::best_effort), all that succeeded by the deadline if there are at
+    /// least `k`. Each call counts as optional: its own failure does not fail the group. See
+    /// [`Gather`].
+    ///
+    /// `calls` may be [`Call`]s, [`Idempotent`] calls (retried or hedged) or
+    /// [`Optional`](crate::Optional) ones. `k` larger than the number of calls is an
+    /// [`Error::Misuse`](crate::Error::Misuse) when the gather is polled.
+    ///
+    /// # Examples
+    ///
+    /// See [`Gather`].
+    pub fn gather<'g, V, C>(&'g self, k: usize, calls: impl IntoIterator<Item = C>) -> Gather<'g, V>
+    where
+        C: Into<Call<'g, V>>,
+    {
+        let calls = calls.into_iter().map(Into::into).collect();
+        Gather::new(k, calls, self.shared.deadline, self.ff.clock.clone())
     }
 
     /// Adds `key = value` to every log record of this group, such as the user or the request

@@ -153,6 +153,13 @@ impl<'g, V> Idempotent<'g, V> {
     }
 }
 
+impl<'g, V> From<Idempotent<'g, V>> for Call<'g, V> {
+    /// The call, with its policy set: for a [`Gather`](crate::Gather).
+    fn from(idempotent: Idempotent<'g, V>) -> Call<'g, V> {
+        idempotent.call
+    }
+}
+
 impl<V: 'static> Future for Idempotent<'_, V> {
     type Output = Result<V, Error>;
 

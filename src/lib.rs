@@ -108,6 +108,7 @@ mod call;
 mod context;
 mod error;
 mod fail_fast;
+mod gather;
 mod group;
 mod idempotent;
 mod inline;
@@ -134,6 +135,7 @@ pub use context::{
 pub use error::{AggregateError, BoxError, BuildError, Error, SharedError};
 pub use executor::Executor;
 pub use fail_fast::{FailFast, FailFastBuilder};
+pub use gather::Gather;
 pub use group::Group;
 pub use idempotent::Idempotent;
 pub use observer::{AttemptFinished, CallFinished, CallStarted, GroupFinished, Observer, Outcome};

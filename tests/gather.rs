@@ -1,0 +1,197 @@
+//! k-of-n gathers: k successes end it and cancel the rest; best effort returns what arrived
+//! by the deadline; on every executor, in virtual time.
+
+mod common;
+
+use std::pin::pin;
+
+use common::{drive_until, finish, ms, on_every_executor, order};
+use failfast::mock::Mock;
+use failfast::timer::Manual;
+use failfast::{BoxError, Context, Error, FailFast, Hedge, Timer};
+
+/// Counts the calls that finished: once it has seen a call, the call's outcome is stored,
+/// ready for the gather (a sync point with spawned calls before moving virtual time on).
+#[derive(Clone, Default)]
+struct Finished(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl failfast::Observer for Finished {
+    fn call_finished(&self, _call: &failfast::CallFinished<'_>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Finished {
+    fn get(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Mock replicas answering their position after 10, 20, 30 ms..., or failing where asked.
+fn replicas(clock: &Manual, n: u32, failing: &[u32]) -> Vec<Mock<u32, Manual>> {
+    (0..n)
+        .map(|i| {
+            let mock = Mock::new(i)
+                .delay(ms(10 * u64::from(i + 1)))
+                .timer(clock.clone());
+            if failing.contains(&i) {
+                mock.fail("replica down")
+            } else {
+                mock
+            }
+        })
+        .collect()
+}
+
+on_every_executor!(
+    async fn k_successes_end_the_gather_and_cancel_the_rest(ex) {
+        let clock = Manual::new();
+        let ff = FailFast::builder().executor(ex).timer(clock.clone()).build().unwrap();
+        let mocks = replicas(&clock, 3, &[]);
+        let group = ff.group(&Context::background());
+        let calls = mocks.iter().enumerate().map(|(i, m)| group.call(format!("replica-{i}"), order(m)));
+        let mut run = pin!(group.run(group.gather(2, calls)));
+        assert!(drive_until(run.as_mut(), || clock.sleepers() == 3).await.is_none());
+        clock.advance(ms(10));
+        assert!(drive_until(run.as_mut(), || clock.sleepers() == 2).await.is_none());
+        clock.advance(ms(10));
+        assert_eq!(finish(run).await.unwrap(), [(0, 0), (1, 1)]);
+        common::eventually("the third was cancelled", || mocks[2].calls().cancelled() == 1).await;
+    }
+);
+
+on_every_executor!(
+    async fn once_k_can_no_longer_be_reached_the_gather_fails_at_once(ex) {
+        let clock = Manual::new();
+        let ff = FailFast::builder().executor(ex).timer(clock.clone()).build().unwrap();
+        let mocks = replicas(&clock, 3, &[0, 1]);
+        let group = ff.group(&Context::background());
+        let calls = mocks.iter().map(|m| group.call("replica", order(m)));
+        let mut run = pin!(group.run(group.gather(2, calls)));
+        assert!(drive_until(run.as_mut(), || clock.sleepers() == 3).await.is_none());
+        clock.advance(ms(10));
+        assert!(drive_until(run.as_mut(), || clock.sleepers() == 2).await.is_none());
+        clock.advance(ms(10)); // the second failure: 2 of 3 can no longer succeed
+        let err = finish(run).await.unwrap_err();
+        assert!(matches!(err, Error::TooFew { needed: 2, succeeded: 0, calls: 3 }), "{err:?}");
+        assert_eq!(err.to_string(), "0 of 3 calls succeeded, 2 needed");
+        common::eventually("the third was cancelled", || mocks[2].calls().cancelled() == 1).await;
+    }
+);
+
+on_every_executor!(
+    async fn best_effort_returns_what_arrived_by_the_deadline(ex) {
+        let clock = Manual::new();
+        let finished = Finished::default();
+        let ff = FailFast::builder()
+            .executor(ex)
+            .observer(finished.clone())
+            .timer(clock.clone()).timeout(ms(25)).build().unwrap();
+        let mocks = replicas(&clock, 4, &[1]);
+        let group = ff.group(&Context::background());
+        let calls = mocks.iter().map(|m| group.call("replica", order(m)));
+        let mut run = pin!(group.run(group.gather(1, calls).best_effort()));
+        assert!(drive_until(run.as_mut(), || clock.sleepers() == 5).await.is_none());
+        clock.advance(ms(10));
+        assert!(drive_until(run.as_mut(), || finished.get() == 1).await.is_none());
+        clock.advance(ms(10));
+        assert!(drive_until(run.as_mut(), || finished.get() == 2).await.is_none());
+        clock.advance(ms(5)); // the deadline: replicas 2 and 3 are not back
+        assert_eq!(finish(run).await.unwrap(), [(0, 0)], "good enough beats DeadlineExceeded");
+        common::eventually("the late ones were cancelled", || {
+            mocks[2].calls().cancelled() + mocks[3].calls().cancelled() == 2
+        })
+        .await;
+    }
+);
+
+on_every_executor!(
+    async fn best_effort_with_too_few_by_the_deadline_is_an_error(ex) {
+        let clock = Manual::new();
+        let finished = Finished::default();
+        let ff = FailFast::builder()
+            .executor(ex)
+            .observer(finished.clone())
+            .timer(clock.clone()).timeout(ms(15)).build().unwrap();
+        let mocks = replicas(&clock, 3, &[]);
+        let group = ff.group(&Context::background());
+        let calls = mocks.iter().map(|m| group.call("replica", order(m)));
+        let mut run = pin!(group.run(group.gather(2, calls).best_effort()));
+        assert!(drive_until(run.as_mut(), || clock.sleepers() == 4).await.is_none());
+        clock.advance(ms(10));
+        assert!(drive_until(run.as_mut(), || finished.get() == 1).await.is_none());
+        clock.advance(ms(5));
+        let err = finish(run).await.unwrap_err();
+        assert!(matches!(err, Error::TooFew { needed: 2, succeeded: 1, calls: 3 }), "{err:?}");
+    }
+);
+
+on_every_executor!(
+    async fn a_panicking_or_failing_call_counts_against_the_gather_not_the_group(ex) {
+        let ff = FailFast::builder().executor(ex).build().unwrap();
+        let group = ff.group(&Context::background());
+        let calls = vec![
+            group.call("ok", |_ctx| async { Ok::<_, BoxError>(1) }),
+            group.call("boom", |_ctx| async { panic!("boom") as Result<u32, BoxError> }),
+            group.call("down", |_ctx| async { Err::<u32, BoxError>("down".into()) }),
+            group.call("ok too", |_ctx| async { Ok::<_, BoxError>(4) }),
+        ];
+        let got = finish(group.run(group.gather(2, calls))).await.unwrap();
+        assert_eq!(got, [(0, 1), (3, 4)]);
+    }
+);
+
+on_every_executor!(
+    async fn a_gather_over_hedged_calls_takes_the_first_answers(ex) {
+        let clock = Manual::new();
+        let ff = FailFast::builder().executor(ex).timer(clock.clone()).build().unwrap();
+        let group = ff.group(&Context::background());
+        let hedge = Hedge::builder().attempts(2).delay(ms(5)).build().unwrap();
+        let calls = (0..3_u64).map(|i| {
+            let clock = clock.clone();
+            group
+                .idempotent(format!("shard-{i}"), move |_ctx| {
+                    let clock = clock.clone();
+                    async move {
+                        clock.sleep(ms(3 + i)).await;
+                        Ok::<_, BoxError>(i)
+                    }
+                })
+                .hedge(hedge.clone())
+        });
+        let mut run = pin!(group.run(group.gather(3, calls)));
+        assert!(drive_until(run.as_mut(), || clock.sleepers() >= 3).await.is_none());
+        clock.advance(ms(5));
+        assert_eq!(finish(run).await.unwrap(), [(0, 0), (1, 1), (2, 2)]);
+    }
+);
+
+#[test]
+fn asking_for_more_successes_than_calls_is_a_misuse_not_a_hang() {
+    futures::executor::block_on(async {
+        let ff = FailFast::builder().build().unwrap();
+        let group = ff.group(&Context::background());
+        let calls = vec![group.call("only", |_ctx| async { Ok::<_, BoxError>(1) })];
+        let err = group.run(group.gather(2, calls)).await.unwrap_err();
+        assert!(matches!(err, Error::Misuse { .. }), "{err:?}");
+        assert!(err.to_string().contains("more successes than it has calls"));
+    });
+}
+
+#[test]
+fn the_callers_cancellation_ends_a_gather() {
+    futures::executor::block_on(async {
+        let ff = FailFast::builder().build().unwrap();
+        let (ctx, cancel) = Context::background().with_cancel();
+        let group = ff.group(&ctx);
+        let calls = (0..3).map(|_| {
+            group.call("stuck", |_ctx| {
+                std::future::pending::<Result<u32, BoxError>>()
+            })
+        });
+        let mut run = pin!(group.run(group.gather(1, calls).best_effort()));
+        assert!(drive_until(run.as_mut(), || true).await.is_none());
+        cancel.cancel();
+        assert!(finish(run).await.unwrap_err().is_cancelled());
+    });
+}
