@@ -202,12 +202,17 @@ on_every_executor!(
     async fn a_panicking_call_becomes_an_error_naming_it_and_cancels_the_rest(ex) {
         let hanging = Mock::new(1_u32).hang();
         let hanging_calls = hanging.calls();
+        let started = hanging.calls();
         let ff = FailFast::builder().executor(ex).timeout(Duration::from_secs(30)).build().unwrap();
         let group = ff.group(&Context::background());
 
         let err = finish(group.run(futures::future::try_join(
             group.call("hangs", order(&hanging)),
-            group.call(String::from("shard-7"), |_ctx| async {
+            group.call(String::from("shard-7"), move |_ctx| async move {
+                // Panics once the other call is running, so that there is one to cancel.
+                while started.started() == 0 {
+                    futures_timer::Delay::new(Duration::from_millis(1)).await;
+                }
                 if true {
                     panic!("shard 7 exploded");
                 }
