@@ -178,6 +178,9 @@ impl<V: 'static> Future for Gather<'_, V> {
                 }
             }
             *slot = None;
+            if !this.best_effort && this.succeeded.len() >= this.k {
+                break; // k is enough: the calls not looked at are cancelled
+            }
         }
         let running = calls - this.succeeded.len() - this.failed;
         let enough = !this.best_effort && this.succeeded.len() >= this.k;

@@ -31,6 +31,10 @@
 //! # Ok::<_, Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! Calls whose service may be called again ([`Group::idempotent`]) can [`Retry`] and
+//! [`Hedge`] within the group's deadline and a shared [`Budget`]; [`Group::gather`] takes k
+//! of n calls, or as many as the deadline allows.
+//!
 //! The kata that started the crate, a [`UserAggregator`] over a [`ProfileService`] and an
 //! [`OrderService`], is a short client of the group:
 //!

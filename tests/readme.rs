@@ -128,3 +128,52 @@ mod contexts {
         );
     }
 }
+
+/// The README's "Fighting the tail" example.
+mod fighting_the_tail {
+    use failfast::{BoxError, Budget, Context, Error, FailFast, Hedge, Retry};
+    use futures::future::try_join;
+    use std::time::Duration;
+
+    async fn get(_ctx: Context, key: &str) -> Result<String, BoxError> {
+        Ok(format!("value of {key}"))
+    }
+
+    async fn page(ff: &FailFast, ctx: &Context) -> Result<(String, Vec<(usize, String)>), Error> {
+        let budget = Budget::new(0.2, 3).expect("a valid ratio"); // share it across requests
+        let hedge = Hedge::builder()
+            .attempts(3)
+            .delay(Duration::from_millis(10))
+            .budget(budget.clone());
+        let retry = Retry::builder()
+            .attempts(3)
+            .attempt_timeout(Duration::from_millis(50))
+            .budget(budget);
+        let (hedge, retry) = (hedge.build().expect("valid"), retry.build().expect("valid"));
+
+        let group = ff.group(ctx);
+        let user = group
+            .idempotent("user", |ctx| get(ctx, "user"))
+            .retry(retry);
+        let shards = (0..10).map(|i| {
+            group
+                .idempotent(format!("shard-{i}"), move |ctx| get(ctx, "shard"))
+                .hedge(hedge.clone())
+        });
+        // The user, and the first 8 of 10 shards: the two slowest are cancelled.
+        group.run(try_join(user, group.gather(8, shards))).await
+    }
+
+    #[test]
+    fn the_page_gets_the_user_and_eight_shards() {
+        let ff = FailFast::builder()
+            .timeout(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let (user, shards) =
+            futures::executor::block_on(page(&ff, &Context::background())).unwrap();
+        assert_eq!(user, "value of user");
+        assert_eq!(shards.len(), 8);
+        assert_eq!(shards[0], (0, "value of shard".to_owned()));
+    }
+}

@@ -101,7 +101,15 @@ struct Window {
     started: Instant,
     current: Vec<Duration>,
     previous: Vec<Duration>,
+    /// The percentile last computed, and how many latencies were recorded since: it is
+    /// recomputed (a sort) only every `STALE` records or when the window rotates, not at
+    /// every attempt.
+    cached: Option<Duration>,
+    since: usize,
 }
+
+/// How many new latencies make the cached percentile stale.
+const STALE: usize = 32;
 
 impl Hedge {
     /// A builder with the defaults: 2 attempts, a fixed delay of 10 ms, no budget.
@@ -232,10 +240,13 @@ impl Latencies {
             started: now,
             current: Vec::new(),
             previous: Vec::new(),
+            cached: None,
+            since: 0,
         });
         window.rotate(now, self.window);
         if window.current.len() < KEPT {
             window.current.push(latency);
+            window.since += 1;
         }
     }
 
@@ -243,6 +254,12 @@ impl Latencies {
         let mut names = lock(&self.names);
         let window = names.get_mut(name)?;
         window.rotate(now, self.window);
+        if window.since < STALE {
+            if let Some(cached) = window.cached {
+                return Some(cached);
+            }
+        }
+        window.since = 0;
         let mut all: Vec<Duration> = window
             .previous
             .iter()
@@ -250,12 +267,15 @@ impl Latencies {
             .copied()
             .collect();
         if all.len() < self.min_samples {
+            window.cached = None;
             return None;
         }
         all.sort_unstable();
         // Nearest rank: the smallest latency at or above `percentile` of the samples.
         let rank = (self.percentile / 100.0 * all.len() as f64).ceil() as usize;
-        Some(all[rank.clamp(1, all.len()) - 1])
+        let percentile = all[rank.clamp(1, all.len()) - 1];
+        window.cached = Some(percentile);
+        Some(percentile)
     }
 }
 
@@ -266,9 +286,11 @@ impl Window {
             self.previous.clear();
             self.current.clear();
             self.started = now;
+            self.cached = None;
         } else if passed >= period {
             self.previous = std::mem::take(&mut self.current);
             self.started += period;
+            self.cached = None;
         }
     }
 }
