@@ -25,6 +25,11 @@ const BUCKETS: usize = 10;
 /// Clones share the budget: give one to every policy that should draw on it, across calls
 /// and groups.
 ///
+/// # Cancellation
+///
+/// A retry or hedge is counted when it is granted, whether or not it then runs to its end:
+/// an attempt cancelled by its group still spent its share.
+///
 /// # Examples
 ///
 /// ```

@@ -32,6 +32,13 @@ const KEPT: usize = 1000;
 ///   it; a refused hedge is not made, and logged and observed.
 /// * Each attempt gets a fresh child of the call's context, cancelled when it ends or loses.
 ///
+/// # Cancellation
+///
+/// When the first success arrives, the other attempts' futures are dropped at once and their
+/// contexts cancelled. The group's deadline, the caller's cancellation or another call's
+/// failure drop every attempt in flight the same way, and no hedge starts after them: the
+/// hedge delay never outlives the deadline.
+///
 /// # Examples
 ///
 /// ```

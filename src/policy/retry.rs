@@ -34,6 +34,13 @@ type Classifier = Arc<dyn Fn(&AttemptFailure<'_>) -> bool + Send + Sync>;
 /// [`GaveUp`] as its source, which says how many attempts were made and why they stopped,
 /// and keeps the last attempt's error as its own source. Earlier failures are logged (debug).
 ///
+/// # Cancellation
+///
+/// The group ends a retried call as any call: its deadline, the caller's cancellation or
+/// another call's failure drop it wherever it is, mid-attempt (the attempt's future is
+/// dropped and its context cancelled) or mid-backoff (the sleep is dropped); no further
+/// attempt starts. An attempt cut short this way is not retried.
+///
 /// # Examples
 ///
 /// ```
