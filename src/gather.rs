@@ -33,7 +33,14 @@ const MORE_THAN_CALLS: &str =
 ///   [`Error::TooFew`] otherwise; the calls still running are cancelled. At the deadline, the
 ///   gather's answer wins over the group's `DeadlineExceeded`.
 ///
-/// The group's cancellation ends it as it ends any join.
+/// The group's cancellation ends it as it ends any join. `k = 0` needs nothing: the gather
+/// yields `Ok` with no values at once (best effort: every success by the deadline), and the
+/// calls it did not wait for are cancelled. `k` above the number of calls is an
+/// [`Error::Misuse`], when the gather is first polled.
+///
+/// In virtual time with a spawned executor, move the clock one event at a time (waiting for
+/// each call to report, as with any spawned call): a call whose task answers within the same
+/// `advance` that passes the deadline may report after the gather has taken stock.
 ///
 /// # Cancellation
 ///

@@ -65,9 +65,14 @@ pub trait Observer: Send + Sync + 'static {
         let _ = group;
     }
 
-    /// An attempt of a call with a [`Retry`](crate::Retry) policy finished: it answered, or
-    /// it failed and is retried after a backoff, or the call gives up (no attempts left, not
-    /// retryable, too close to the deadline, or refused by the [`Budget`](crate::Budget)).
+    /// An attempt of a call with a [`Retry`](crate::Retry) or [`Hedge`](crate::Hedge) policy
+    /// ended on its own: it answered, or it failed (and is retried after a backoff, or the
+    /// call gives up: no attempts left, not retryable, too close to the deadline, or refused
+    /// by the [`Budget`](crate::Budget)); or a hedge was refused by the budget (an event with
+    /// no error and `stopped` set). Attempts dropped unfinished (hedges that lost to another
+    /// attempt, attempts cut short by the group) have no event of their own: the call's
+    /// [`call_finished`](Observer::call_finished) covers its end, and the winner's event says
+    /// whether it was a hedge.
     fn attempt_finished(&self, attempt: &AttemptFinished<'_>) {
         let _ = attempt;
     }

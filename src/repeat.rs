@@ -4,9 +4,11 @@
 
 use std::borrow::Cow;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt as _;
 use futures::StreamExt;
 use futures::future::{Either, select};
 use futures::stream::FuturesUnordered;
@@ -14,7 +16,7 @@ use log::Level;
 use log::kv::Value;
 
 use crate::context::{Context, ContextError};
-use crate::error::BoxError;
+use crate::error::{BoxError, panic_message};
 use crate::idempotent::Policy;
 use crate::observer::AttemptFinished;
 use crate::policy::hedge::Hedge;
@@ -240,7 +242,14 @@ where
         let started = now();
         async move {
             let _cancel = cancel.drop_guard(); // a loser's own work ends with it
-            (n, started, service.await.map_err(Into::into))
+            // A panic ends this attempt only: the others may still answer.
+            let outcome = match AssertUnwindSafe(service).catch_unwind().await {
+                Ok(result) => result.map_err(Into::into),
+                Err(payload) => {
+                    Err(Box::new(AttemptPanicked(panic_message(&*payload))) as BoxError)
+                }
+            };
+            (n, started, outcome)
         }
     };
     let mut running = FuturesUnordered::new();
@@ -280,8 +289,13 @@ where
         };
         let Some((n, began, result)) = finished else {
             // Nothing in flight and nothing to start: every attempt failed.
+            let panicked = last
+                .as_ref()
+                .is_some_and(|last| last.is::<AttemptPanicked>());
             let reason = if refused {
                 StopReason::Budget
+            } else if panicked {
+                StopReason::NotRetryable
             } else {
                 StopReason::Exhausted
             };
@@ -310,12 +324,22 @@ where
         if ctx.is_done() {
             return Err(error); // the group ended the call
         }
-        // A failure starts the next attempt at once, if one is left and the budget allows.
-        let next = started < max && !refused;
+        // A failure starts the next attempt at once, if one is left and the budget allows; a
+        // panic starts none (as a retry policy never retries one).
+        let panicked = error.is::<AttemptPanicked>();
+        let next = started < max && !refused && !panicked;
         let granted = next && spend(&hedge, &shared, &name, started, now());
-        refused |= next && !granted;
+        if next && !granted {
+            refused = true;
+            next_at = None; // no hedge after a refusal, from the timer either
+        }
+        if panicked {
+            next_at = None; // nor after a panic
+        }
         let stopped = (!granted && running.is_empty()).then_some(if refused {
             StopReason::Budget
+        } else if panicked {
+            StopReason::NotRetryable
         } else {
             StopReason::Exhausted
         });
@@ -378,3 +402,8 @@ fn report_hedge(shared: &Shared, name: &str, attempt: u32) {
             .write(Level::Debug, "no answer yet, hedging", &keys);
     }
 }
+
+/// The error of a hedge attempt that panicked: it ends that attempt, not the others.
+#[derive(Debug, thiserror::Error)]
+#[error("attempt panicked: {0}")]
+struct AttemptPanicked(String);

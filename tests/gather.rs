@@ -196,3 +196,20 @@ fn the_callers_cancellation_ends_a_gather() {
         assert!(finish(run).await.unwrap_err().is_cancelled());
     });
 }
+
+#[test]
+fn a_gather_of_zero_needs_nothing_and_cancels_every_call() {
+    futures::executor::block_on(async {
+        let ff = FailFast::builder().build().unwrap();
+        let group = ff.group(&Context::background());
+        let stuck = Mock::new(1_u32).hang();
+        let calls = (0..3).map(|_| group.call("stuck", order(&stuck)));
+        assert!(
+            finish(group.run(group.gather(0, calls)))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(stuck.calls().in_flight(), 0);
+    });
+}

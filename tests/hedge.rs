@@ -296,3 +296,34 @@ fn bad_hedges_are_build_errors() {
         "zero: all at once"
     );
 }
+
+on_every_executor!(
+    async fn a_panicking_hedge_ends_that_attempt_only(ex) {
+        let clock = Manual::new();
+        let ff = FailFast::builder().executor(ex).timer(clock.clone()).build().unwrap();
+        let made = Arc::new(AtomicUsize::new(0));
+        let group = ff.group(&Context::background());
+        let (counter, sleeper) = (made.clone(), clock.clone());
+        let call = group
+            .idempotent("kv", move |_ctx| {
+                let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                let clock = sleeper.clone();
+                async move {
+                    if n == 1 {
+                        clock.sleep(ms(30)).await;
+                        Ok::<_, BoxError>(1)
+                    } else {
+                        clock.sleep(ms(1)).await;
+                        panic!("the hedge exploded")
+                    }
+                }
+            })
+            .hedge(hedge(3, 10));
+        let mut run = pin!(group.run(call));
+        step(run.as_mut(), &clock, 2, 10).await; // t=10: the hedge starts
+        step(run.as_mut(), &clock, 3, 1).await; // t=11: it panics; attempt 1 runs on
+        step(run.as_mut(), &clock, 1, 19).await; // no third attempt after a panic
+        assert_eq!(finish(run).await.unwrap(), 1);
+        assert_eq!(made.load(Ordering::SeqCst), 2);
+    }
+);

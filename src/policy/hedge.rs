@@ -24,12 +24,20 @@ const KEPT: usize = 1000;
 ///   number of samples (until then, no hedge is made). A delay of zero starts every attempt
 ///   at once.
 /// * **Failures**: a failed attempt does not end the call while another is in flight, and a
-///   failure starts the next attempt at once (if any are left). The call fails when every
+///   failure starts the next attempt at once (if any are left). A panicking attempt ends
+///   that attempt only; no further attempt starts after it (the others run on), and if it was
+///   the last, the call gives up with it ([`StopReason::NotRetryable`](crate::StopReason)). The call fails when every
 ///   attempt it could make has failed, with a [`GaveUp`](crate::GaveUp) holding the last
 ///   error, or when the group ends it (its deadline, its cancellation, another call's
 ///   failure), which cancels every attempt.
 /// * **The budget**: with a [`Budget`], every attempt after the first must be granted by
-///   it; a refused hedge is not made, and logged and observed.
+///   it; a refused hedge is not made, and logged and observed, and the call makes no more.
+/// * **The deadline**: there is no minimum time left for a hedge (unlike
+///   [`Retry::min_time_left`](crate::RetryBuilder::min_time_left)): a hedge may start just
+///   before the deadline, and is cancelled with the rest when it passes.
+/// * The adaptive delay learns from winners only, measured from their own start: slow
+///   attempts that lose are not recorded, so the percentile leans low (more hedges) when
+///   hedges win often.
 /// * Each attempt gets a fresh child of the call's context, cancelled when it ends or loses.
 ///
 /// # Cancellation

@@ -333,7 +333,9 @@ impl RetryBuilder {
     }
 
     /// Seeds the jitter, so that a test replays the same backoffs. Default: a seed drawn per
-    /// call.
+    /// call. Every call of a seeded policy backs off the same way: calls that fail together
+    /// retry together, which is what jitter is there to avoid. Seed in tests, not in
+    /// production.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
         self
