@@ -193,6 +193,8 @@ impl<E: Executor, T: Timer> Group<'_, E, T> {
         let shared = &*self.shared;
         let records = &shared.records;
         let now = self.ff.timer.now();
+        // Go's `defer cancel()`, stamped with the time just read (`close` would read it again).
+        shared.cancel_at(now);
         let elapsed = shared.elapsed(now);
         let mut result = match result {
             Err(error) => Err(shared.caused_by(&error, now).unwrap_or(error)),

@@ -130,6 +130,11 @@ impl Shared {
         self.cancel.cancel();
     }
 
+    /// Cancels the calls' context as of `now`, the group timer's time just read.
+    pub(crate) fn cancel_at(&self, now: Instant) {
+        self.cancel.cancel_at(now);
+    }
+
     /// A local call's waker fired.
     pub(crate) fn wake_local(&self, index: usize) {
         lock(&self.ready).push(index);

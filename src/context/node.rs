@@ -3,7 +3,7 @@
 
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use event_listener::Event;
@@ -52,7 +52,8 @@ pub(crate) struct Reason {
 /// the after-functions to run when it is cancelled.
 pub(crate) struct Scope {
     cancelled: AtomicBool,
-    reason: OnceLock<Reason>,
+    /// Set once, by the cancel that wins (a mutex: cheaper than a `OnceLock` to set).
+    reason: Mutex<Option<Reason>>,
     event: Event,
     /// Whether a task ever listened on `event`: lets `cancel` skip the notification (which
     /// would allocate the event's list) when none did.
@@ -210,7 +211,7 @@ impl Scope {
     pub(crate) fn new() -> Scope {
         Scope {
             cancelled: AtomicBool::new(false),
-            reason: OnceLock::new(),
+            reason: Mutex::new(None),
             event: Event::new(),
             listened: AtomicBool::new(false),
             links: Mutex::new(Links::default()),
@@ -223,9 +224,9 @@ impl Scope {
     }
 
     /// Why and when this scope was cancelled, once it is.
-    pub(crate) fn reason(&self) -> Option<&Reason> {
+    pub(crate) fn reason(&self) -> Option<Reason> {
         if self.is_cancelled() {
-            self.reason.get()
+            lock(&self.reason).clone()
         } else {
             None
         }
@@ -254,7 +255,7 @@ impl Scope {
         // `cancel_one` sets the flag before it takes the list: either it saw our push, or we
         // see its flag here.
         if let Some(reason) = self.reason() {
-            child.cancel(child.restamp(reason.clone()));
+            child.cancel(child.restamp(reason));
         }
     }
 
@@ -289,7 +290,13 @@ impl Scope {
     /// after-functions are moved to `afters`.
     fn cancel_one(&self, reason: &Reason, afters: &mut Vec<Arc<After>>) -> Option<Vec<Weak<Node>>> {
         // The first cause wins: whoever sets the reason cancels.
-        self.reason.set(reason.clone()).ok()?;
+        {
+            let mut set = lock(&self.reason);
+            if set.is_some() {
+                return None;
+            }
+            *set = Some(reason.clone());
+        }
         self.cancelled.store(true, Ordering::SeqCst);
         // `listen` sets `listened` before it registers and re-checks our flag after: a
         // listener this load misses sees the flag.
