@@ -176,6 +176,7 @@ fn event<'a>(
         retry_after: None,
         stopped: None,
         hedge: false,
+        cancelled: false,
     }
 }
 
@@ -254,6 +255,8 @@ where
     };
     let mut running = FuturesUnordered::new();
     running.push(launch(1));
+    // The attempts in flight and when they started: those that lose are reported cancelled.
+    let mut in_flight = vec![(1, now())];
     let mut started = 1;
     // When the next hedge starts; `None`: no more hedges (none left, no delay known yet, or
     // refused by the budget).
@@ -277,6 +280,7 @@ where
                         started += 1;
                         report_hedge(&shared, &name, started);
                         running.push(launch(started));
+                        in_flight.push((started, now()));
                         next_at = next_hedge(started);
                     } else {
                         refused = true;
@@ -307,6 +311,7 @@ where
             }));
         };
         let elapsed = now().saturating_duration_since(began);
+        in_flight.retain(|&(attempt, _)| attempt != n);
         let error = match result {
             Ok(value) => {
                 hedge.record(&name, now(), elapsed);
@@ -317,6 +322,22 @@ where
                         ..event(&shared, &name, n, elapsed)
                     },
                 );
+                // The others lost: they are dropped with `running` when this returns.
+                for &(attempt, began) in &in_flight {
+                    observe(
+                        &shared,
+                        AttemptFinished {
+                            hedge: attempt > 1,
+                            cancelled: true,
+                            ..event(
+                                &shared,
+                                &name,
+                                attempt,
+                                now().saturating_duration_since(began),
+                            )
+                        },
+                    );
+                }
                 return Ok(value);
             }
             Err(error) => error,
@@ -356,6 +377,7 @@ where
         if granted {
             started += 1;
             running.push(launch(started));
+            in_flight.push((started, now()));
             next_at = next_hedge(started);
         }
         last = Some(error);

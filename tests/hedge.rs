@@ -97,18 +97,21 @@ impl Replica {
     }
 }
 
-/// Records every attempt event: (attempt, hedge, failed, stopped).
+/// Records every attempt event: (attempt, hedge, failed, stopped, cancelled).
 #[derive(Clone, Default)]
 struct Events(Arc<Mutex<Vec<Event>>>);
 
-type Event = (u32, bool, bool, Option<StopReason>);
+type Event = (u32, bool, bool, Option<StopReason>, bool);
 
 impl Observer for Events {
     fn attempt_finished(&self, a: &AttemptFinished<'_>) {
-        self.0
-            .lock()
-            .unwrap()
-            .push((a.attempt, a.hedge, a.error.is_some(), a.stopped));
+        self.0.lock().unwrap().push((
+            a.attempt,
+            a.hedge,
+            a.error.is_some(),
+            a.stopped,
+            a.cancelled,
+        ));
     }
 }
 
@@ -151,7 +154,11 @@ on_every_executor!(
         assert_eq!(replica.made(), 2);
         common::eventually("the loser was dropped", || !replica.dropped().is_empty()).await;
         assert_eq!(replica.dropped(), [(1, ms(15))], "at the instant the winner answered");
-        assert_eq!(*events.0.lock().unwrap(), [(2, true, false, None)]);
+        assert_eq!(
+            *events.0.lock().unwrap(),
+            [(2, true, false, None, false), (1, false, false, None, true)],
+            "the winner, then the loser, cancelled"
+        );
     }
 );
 
@@ -232,7 +239,10 @@ on_every_executor!(
         step(run.as_mut(), &clock, 1, 20).await;
         assert_eq!(finish(run).await.unwrap(), 1);
         assert_eq!(replica.made(), 1);
-        assert_eq!(events.0.lock().unwrap()[0], (2, true, false, Some(StopReason::Budget)));
+        assert_eq!(
+            events.0.lock().unwrap()[0],
+            (2, true, false, Some(StopReason::Budget), false)
+        );
     }
 );
 
