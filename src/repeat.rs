@@ -74,6 +74,9 @@ where
         let error = match outcome {
             Ok(value) => {
                 observe(&shared, event(&shared, &name, attempt, now() - started));
+                if attempt > 1 {
+                    report_answer(&shared, &name, attempt, "retried call answered");
+                }
                 return Ok(value);
             }
             Err(error) => error,
@@ -322,6 +325,14 @@ where
                         ..event(&shared, &name, n, elapsed)
                     },
                 );
+                if n > 1 || !in_flight.is_empty() {
+                    report_answer(
+                        &shared,
+                        &name,
+                        n,
+                        "hedged call answered, cancelling the other attempts",
+                    );
+                }
                 // The others lost: they are dropped with `running` when this returns.
                 for &(attempt, began) in &in_flight {
                     observe(
@@ -410,6 +421,17 @@ fn spend(hedge: &Hedge, shared: &Shared, name: &str, started: u32, now: Instant)
         },
     );
     false
+}
+
+/// Logs the attempt that answered a call that had more than one (debug).
+fn report_answer(shared: &Shared, name: &str, attempt: u32, message: &str) {
+    if shared.records.enabled(Level::Debug) {
+        let keys = [
+            ("service", Value::from(name)),
+            ("attempt", Value::from(attempt)),
+        ];
+        shared.records.write(Level::Debug, message, &keys);
+    }
 }
 
 /// Logs a hedge (debug).

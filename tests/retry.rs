@@ -406,3 +406,34 @@ fn bad_policies_are_build_errors() {
         BuildError::BudgetRatio
     );
 }
+
+#[test]
+fn every_failed_attempt_and_the_answer_are_logged_with_keys() {
+    futures::executor::block_on(async {
+        let clock = Manual::new();
+        let capture = Capture::new();
+        let ff = FailFast::builder()
+            .timer(clock.clone())
+            .logger(capture.clone())
+            .build()
+            .unwrap();
+        let flaky = Flaky::new(&clock, 1, Duration::ZERO);
+        let group = ff.group(&Context::background());
+        let policy = retry(2, Duration::ZERO, Duration::ZERO, 1);
+        let value = finish(group.run(group.idempotent("kv", flaky.attempt()).retry(policy)))
+            .await
+            .unwrap();
+        assert_eq!(value, 2);
+        let failed = capture.with_message("attempt failed, retrying");
+        assert_eq!(failed.len(), 1);
+        let keys = &failed[0].2;
+        for key in ["service=kv", "attempt=1", "error=busy", "backoff_ms=0"] {
+            assert!(keys.iter().any(|k| k == key), "{key} missing in {keys:?}");
+        }
+        let answered = capture.with_message("retried call answered");
+        assert!(
+            answered[0].2.iter().any(|k| k == "attempt=2"),
+            "{answered:?}"
+        );
+    });
+}
