@@ -141,7 +141,6 @@ impl<E: Executor, T: Timer> Group<'_, E, T> {
         self.shared.set_in_run(true);
         let shared = &*self.shared;
         let records = &shared.records;
-        let now = self.ff.timer.now();
         // Refused before anything started: it spent no time on the calls.
         let elapsed = Duration::ZERO;
         let refused = if shared.parent.is_cancelled() {
@@ -172,6 +171,7 @@ impl<E: Executor, T: Timer> Group<'_, E, T> {
             let calls = ("calls", Value::from(calls));
             match shared.deadline {
                 Some(deadline) => {
+                    let now = self.ff.timer.now(); // read only for this record
                     let budget = millis(deadline.saturating_duration_since(now));
                     let keys = [calls, ("budget_ms", Value::from(budget))];
                     records.write(Level::Debug, "group started", &keys);
