@@ -66,6 +66,10 @@ enum Source<V> {
 /// (on its executor, if it was spawned) and it does not fail the group. A join that gives up
 /// at the first error, like `try_join`, drops the other calls this way.
 ///
+/// A spawned call cancelled at the very instant its task starts running may still call its
+/// service (the task was past its check when the cancellation came, as a goroutine may be
+/// past its `ctx.Done()` check): the service's future is then dropped at its first poll.
+///
 /// # Examples
 ///
 /// ```
