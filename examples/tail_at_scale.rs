@@ -1,11 +1,11 @@
 //! The Tail at Scale (Dean and Barroso, CACM 2013), reproduced with failfast: fan out to 1, 10
 //! and 100 simulated backends per request, each usually fast (99%: 1-10 ms) and sometimes
-//! stalled (1%: 50-1000 ms), and compare four strategies on request latency and extra calls:
+//! stalled (1%: 50-1000 ms), and compare five strategies on request latency and extra calls:
 //!
 //! * `plain`: one attempt per backend;
 //! * `retry`: a retry when an attempt takes more than 10 ms (per-attempt timeout), up to 3;
 //! * `hedge`: another attempt after 10 ms without an answer (about the backends' p99), up to 3;
-//! * `adaptive`: another attempt after the p95 of the recent successful latencies, up to 3.
+//! * `adaptive`: another attempt after the p95 of the recent successful latencies, up to 3;
 //! * `adaptive+budget`: the same within a [`Budget`] of 5% more calls (plus 1 a second).
 //!
 //! In virtual time (`timer::Manual`, inline) the run is exact and replayable: the numbers

@@ -17,7 +17,8 @@ use crate::policy::retry::Retry;
 use crate::sync::lock;
 
 /// A call of a [`Group`](crate::Group) whose service may be called again: made by
-/// [`Group::idempotent`](crate::Group::idempotent), it can [`retry`](Idempotent::retry).
+/// [`Group::idempotent`](crate::Group::idempotent), it can [`retry`](Idempotent::retry) or
+/// [`hedge`](Idempotent::hedge).
 ///
 /// It is a [`Call`] otherwise: a future of the call's `Result<V, Error>`, with
 /// [`timeout`](Idempotent::timeout) and [`optional`](Idempotent::optional). Its
