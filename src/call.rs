@@ -364,10 +364,21 @@ impl<V: 'static> Future for Optional<'_, V> {
     type Output = Result<Option<V>, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        self.poll_own(cx).map(|outcome| outcome.map(Result::ok))
+    }
+}
+
+impl<V: 'static> Optional<'_, V> {
+    /// Polls the call: `Ok(Ok(value))`, `Ok(Err(its own failure))`, or `Err` for what ends
+    /// the group (its cancellation, its deadline, a misuse).
+    pub(crate) fn poll_own(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Result<Result<V, Error>, Error>> {
         let call = &mut self.call;
         let error = match Pin::new(&mut *call).poll(cx) {
             Poll::Pending => return Poll::Pending,
-            Poll::Ready(Ok(value)) => return Poll::Ready(Ok(Some(value))),
+            Poll::Ready(Ok(value)) => return Poll::Ready(Ok(Ok(value))),
             Poll::Ready(Err(error)) => error,
         };
         if !error.is_call_failure() {
@@ -378,7 +389,7 @@ impl<V: 'static> Future for Optional<'_, V> {
         let now = call.driver.now();
         match call.driver.shared().caused_by(&error, now) {
             Some(cause) => Poll::Ready(Err(cause)),
-            None => Poll::Ready(Ok(None)),
+            None => Poll::Ready(Ok(Err(error))),
         }
     }
 }

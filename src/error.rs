@@ -113,6 +113,9 @@ pub enum Error {
         succeeded: usize,
         /// How many calls were gathered.
         calls: usize,
+        /// The last failure of a gathered call, if one failed; also this error's
+        /// [`source`](std::error::Error::source).
+        last_failure: Option<Box<Error>>,
     },
 }
 
@@ -229,6 +232,7 @@ impl fmt::Display for Error {
                 needed,
                 succeeded,
                 calls,
+                ..
             } => write!(f, "{succeeded} of {calls} calls succeeded, {needed} needed")?,
         }
         if f.alternate() {
@@ -249,6 +253,10 @@ impl std::error::Error for Error {
             Error::Cancelled {
                 cause: Some(cause), ..
             } => Some(&**cause),
+            Error::TooFew {
+                last_failure: Some(failure),
+                ..
+            } => Some(&**failure),
             _ => None,
         }
     }

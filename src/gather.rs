@@ -74,6 +74,8 @@ pub struct Gather<'g, V> {
     clock: Arc<dyn Clock>,
     succeeded: Vec<(usize, V)>,
     failed: usize,
+    /// The last call's own failure, for `Error::TooFew`.
+    last_failure: Option<Error>,
     done: bool,
 }
 
@@ -95,6 +97,7 @@ impl<'g, V> Gather<'g, V> {
             clock,
             succeeded: Vec::new(),
             failed: 0,
+            last_failure: None,
             done: false,
         }
     }
@@ -142,6 +145,7 @@ impl<'g, V> Gather<'g, V> {
                 needed: self.k,
                 succeeded: self.succeeded.len(),
                 calls,
+                last_failure: self.last_failure.take().map(Box::new),
             });
         }
         let mut succeeded = std::mem::take(&mut self.succeeded);
@@ -173,10 +177,13 @@ impl<V: 'static> Future for Gather<'_, V> {
         }
         for (position, slot) in this.calls.iter_mut().enumerate() {
             let Some(call) = slot else { continue };
-            match Pin::new(call).poll(cx) {
+            match call.poll_own(cx) {
                 Poll::Pending => continue,
-                Poll::Ready(Ok(Some(value))) => this.succeeded.push((position, value)),
-                Poll::Ready(Ok(None)) => this.failed += 1,
+                Poll::Ready(Ok(Ok(value))) => this.succeeded.push((position, value)),
+                Poll::Ready(Ok(Err(failure))) => {
+                    this.failed += 1;
+                    this.last_failure = Some(failure);
+                }
                 Poll::Ready(Err(error)) => {
                     // Not the call's own failure: the group is ending (cancelled, deadline).
                     this.done = true;

@@ -73,8 +73,13 @@ on_every_executor!(
         assert!(drive_until(run.as_mut(), || clock.sleepers() == 2).await.is_none());
         clock.advance(ms(10)); // the second failure: 2 of 3 can no longer succeed
         let err = finish(run).await.unwrap_err();
-        assert!(matches!(err, Error::TooFew { needed: 2, succeeded: 0, calls: 3 }), "{err:?}");
+        assert!(matches!(err, Error::TooFew { needed: 2, succeeded: 0, calls: 3, .. }), "{err:?}");
         assert_eq!(err.to_string(), "0 of 3 calls succeeded, 2 needed");
+        assert_eq!(
+            format!("{err:#}"),
+            "0 of 3 calls succeeded, 2 needed: replica service failed: replica down",
+            "the last failure is the source"
+        );
         common::eventually("the third was cancelled", || mocks[2].calls().cancelled() == 1).await;
     }
 );
@@ -122,7 +127,7 @@ on_every_executor!(
         assert!(drive_until(run.as_mut(), || finished.get() == 1).await.is_none());
         clock.advance(ms(5));
         let err = finish(run).await.unwrap_err();
-        assert!(matches!(err, Error::TooFew { needed: 2, succeeded: 1, calls: 3 }), "{err:?}");
+        assert!(matches!(err, Error::TooFew { needed: 2, succeeded: 1, calls: 3, .. }), "{err:?}");
     }
 );
 
