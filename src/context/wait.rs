@@ -23,6 +23,18 @@ use super::node::Node;
 /// # Cancellation
 ///
 /// Dropping it only stops waiting; it has no effect on the context.
+///
+/// # Examples
+///
+/// ```
+/// use futures::FutureExt;
+///
+/// let (ctx, cancel) = failfast::Context::background().with_cancel();
+/// let mut cancelled = ctx.cancelled();
+/// assert!((&mut cancelled).now_or_never().is_none());
+/// cancel.cancel();
+/// assert!(cancelled.now_or_never().is_some());
+/// ```
 #[must_use = "futures do nothing unless you .await or poll them"]
 pub struct Cancelled {
     /// The scope whose cancellation we wait for; `None`: nothing can cancel the context.
@@ -42,6 +54,21 @@ pub struct Cancelled {
 /// # Cancellation
 ///
 /// Dropping it only stops waiting (and drops its sleep); it has no effect on the context.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use failfast::{timer::Manual, Context};
+/// use futures::FutureExt;
+///
+/// let clock = Manual::new();
+/// let ctx = Context::background().with_timer(clock.clone()).with_timeout(Duration::from_secs(1));
+/// let mut done = ctx.done();
+/// assert!((&mut done).now_or_never().is_none()); // the first poll made the sleep
+/// clock.advance(Duration::from_secs(1));
+/// assert!(done.now_or_never().is_some());
+/// ```
 #[must_use = "futures do nothing unless you .await or poll them"]
 pub struct Done {
     ctx: Context,
@@ -57,6 +84,15 @@ pin_project_lite::pin_project! {
     /// # Cancellation
     ///
     /// Dropping it drops the inner future.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// let ctx = failfast::Context::background().with_timeout(std::time::Duration::ZERO);
+    /// assert_eq!(ctx.run_until_cancelled(async { 1 }).await, None); // already done
+    /// # });
+    /// ```
     #[must_use = "futures do nothing unless you .await or poll them"]
     pub struct RunUntilCancelled<F> {
         #[pin]
