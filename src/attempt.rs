@@ -291,7 +291,7 @@ fn report(
             ("service", Value::from(name)),
             ("elapsed_ms", Value::from(millis(elapsed))),
         ];
-        let text = error.filter(|_| !cancelled).map(chain);
+        let text = error.filter(|_| !cancelled).map(|error| chain(error));
         if let Some(text) = &text {
             keys.push(("error", Value::from(text.as_str())));
         }

@@ -719,7 +719,7 @@ impl Context {
     }
 
     /// Now, by this context's clock (the real clock without one).
-    fn now(&self) -> Instant {
+    pub(crate) fn now(&self) -> Instant {
         self.clock().map_or_else(Instant::now, Clock::now)
     }
 

@@ -199,10 +199,12 @@ impl<V: 'static> Future for Gather<'_, V> {
         let running = calls - this.succeeded.len() - this.failed;
         let enough = !this.best_effort && this.succeeded.len() >= this.k;
         let hopeless = this.succeeded.len() + running < this.k;
-        let expired = this
-            .deadline
-            .is_some_and(|deadline| this.clock.now() >= deadline);
-        if enough || hopeless || running == 0 || (this.best_effort && expired) {
+        // Only best effort waits for the deadline: read the clock for it alone.
+        let expired = || {
+            this.deadline
+                .is_some_and(|deadline| this.clock.now() >= deadline)
+        };
+        if enough || hopeless || running == 0 || (this.best_effort && expired()) {
             return Poll::Ready(this.finish());
         }
         Poll::Pending

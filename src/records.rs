@@ -131,7 +131,7 @@ impl kv::Source for Source<'_> {
 }
 
 /// Any error and its sources, as `outer: inner: ...`, for a log record.
-pub(crate) fn chain_of(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -140,11 +140,6 @@ pub(crate) fn chain_of(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
-}
-
-/// An error and its sources, as `outer: inner: ...`, for a log record.
-pub(crate) fn chain(error: &crate::Error) -> String {
-    format!("{error:#}")
 }
 
 /// Milliseconds, saturating, for a log record.

@@ -21,7 +21,7 @@ use crate::idempotent::Policy;
 use crate::observer::AttemptFinished;
 use crate::policy::hedge::Hedge;
 use crate::policy::retry::{AttemptFailure, AttemptTimedOut, GaveUp, Jitter, Retry, StopReason};
-use crate::records::millis;
+use crate::records::{chain, millis};
 use crate::state::Shared;
 use crate::sync::lock;
 
@@ -45,7 +45,7 @@ where
     let Some(retry) = retry else {
         return make(ctx).await.map_err(Into::into);
     };
-    let now = || ctx.clock().map_or_else(Instant::now, |clock| clock.now());
+    let now = || ctx.now();
     let mut jitter = Jitter::new(retry.seed, now());
     if let Some(budget) = &retry.budget {
         budget.deposit(now());
@@ -75,7 +75,7 @@ where
             Ok(value) => {
                 observe(&shared, event(&shared, &name, attempt, now() - started));
                 if attempt > 1 {
-                    report_answer(&shared, &name, attempt, "retried call answered");
+                    note(&shared, &name, attempt, "retried call answered");
                 }
                 return Ok(value);
             }
@@ -86,8 +86,8 @@ where
             // failure, and not worth another attempt.
             return Err(error);
         }
-        let timed_out = attempt_ctx.err() == Some(ContextError::DeadlineExceeded);
-        let failure = match (timed_out, retry.attempt_timeout) {
+        let cut = attempt_ctx.err() == Some(ContextError::DeadlineExceeded);
+        let failure = match (cut, retry.attempt_timeout) {
             (true, Some(timeout)) => AttemptFailure::TimedOut(timeout),
             _ => AttemptFailure::Error(&*error),
         };
@@ -200,7 +200,7 @@ fn report(
     if !shared.records.enabled(level) {
         return;
     }
-    let error = crate::records::chain_of(&**error);
+    let error = chain(&**error);
     let mut keys = vec![
         ("service", Value::from(name)),
         ("attempt", Value::from(attempt)),
@@ -235,7 +235,7 @@ where
     Fut: Future<Output = Result<V, Er>>,
     Er: Into<BoxError>,
 {
-    let now = || ctx.clock().map_or_else(Instant::now, |clock| clock.now());
+    let now = || ctx.now();
     if let Some(budget) = &hedge.budget {
         budget.deposit(now());
     }
@@ -281,7 +281,7 @@ where
                     // No answer in time: hedge, if the budget allows.
                     if spend(&hedge, &shared, &name, started, now()) {
                         started += 1;
-                        report_hedge(&shared, &name, started);
+                        note(&shared, &name, started, "no answer yet, hedging");
                         running.push(launch(started));
                         in_flight.push((started, now()));
                         next_at = next_hedge(started);
@@ -299,13 +299,7 @@ where
             let panicked = last
                 .as_ref()
                 .is_some_and(|last| last.is::<AttemptPanicked>());
-            let reason = if refused {
-                StopReason::Budget
-            } else if panicked {
-                StopReason::NotRetryable
-            } else {
-                StopReason::Exhausted
-            };
+            let reason = hedge_stop(refused, panicked);
             let last = last.unwrap_or_else(|| "no attempt was made".into());
             return Err(Box::new(GaveUp {
                 attempts: started,
@@ -326,7 +320,7 @@ where
                     },
                 );
                 if n > 1 || !in_flight.is_empty() {
-                    report_answer(
+                    note(
                         &shared,
                         &name,
                         n,
@@ -368,13 +362,7 @@ where
         if panicked {
             next_at = None; // nor after a panic
         }
-        let stopped = (!granted && running.is_empty()).then_some(if refused {
-            StopReason::Budget
-        } else if panicked {
-            StopReason::NotRetryable
-        } else {
-            StopReason::Exhausted
-        });
+        let stopped = (!granted && running.is_empty()).then(|| hedge_stop(refused, panicked));
         observe(
             &shared,
             AttemptFinished {
@@ -423,8 +411,9 @@ fn spend(hedge: &Hedge, shared: &Shared, name: &str, started: u32, now: Instant)
     false
 }
 
-/// Logs the attempt that answered a call that had more than one (debug).
-fn report_answer(shared: &Shared, name: &str, attempt: u32, message: &str) {
+/// Logs a step of a call with more than one attempt (debug): a hedge, the attempt that
+/// answered.
+fn note(shared: &Shared, name: &str, attempt: u32, message: &str) {
     if shared.records.enabled(Level::Debug) {
         let keys = [
             ("service", Value::from(name)),
@@ -434,16 +423,14 @@ fn report_answer(shared: &Shared, name: &str, attempt: u32, message: &str) {
     }
 }
 
-/// Logs a hedge (debug).
-fn report_hedge(shared: &Shared, name: &str, attempt: u32) {
-    if shared.records.enabled(Level::Debug) {
-        let keys = [
-            ("service", Value::from(name)),
-            ("attempt", Value::from(attempt)),
-        ];
-        shared
-            .records
-            .write(Level::Debug, "no answer yet, hedging", &keys);
+/// Why a hedged call with nothing more in flight stops.
+fn hedge_stop(refused: bool, panicked: bool) -> StopReason {
+    if refused {
+        StopReason::Budget
+    } else if panicked {
+        StopReason::NotRetryable
+    } else {
+        StopReason::Exhausted
     }
 }
 

@@ -72,8 +72,21 @@ struct Links {
 }
 
 impl Node {
-    /// A node of `kind` under `parent`.
+    /// A node of `kind` under `parent`, on the parent's clock.
     pub(crate) fn new(parent: Option<&Arc<Node>>, kind: Kind) -> Arc<Node> {
+        Node::build(parent, kind, None)
+    }
+
+    /// A new cancellation scope under `parent`, on `clock`: what a group hands its calls, and
+    /// what `with_timer` makes. Every change of clock is a scope, so that a cancellation
+    /// from above is time-stamped by the clock of the deadlines it is compared with.
+    pub(crate) fn scope_on(parent: Option<&Arc<Node>>, clock: Arc<dyn Clock>) -> Arc<Node> {
+        Node::build(parent, Kind::Scope(Scope::new()), Some(clock))
+    }
+
+    /// A node of `kind` under `parent`, on `clock` or else the parent's; a scope is adopted
+    /// by the scope above, so that cancelling that one reaches it.
+    fn build(parent: Option<&Arc<Node>>, kind: Kind, clock: Option<Arc<dyn Clock>>) -> Arc<Node> {
         let scope_above = match (&kind, parent) {
             (Kind::Scope(_) | Kind::Detached, _) | (_, None) => None,
             (_, Some(parent)) => parent.scope_node(),
@@ -81,29 +94,13 @@ impl Node {
         let node = Arc::new(Node {
             parent: parent.cloned(),
             scope_above,
-            clock: parent.and_then(|parent| parent.clock.clone()),
+            clock: clock.or_else(|| parent.and_then(|parent| parent.clock.clone())),
             kind,
         });
         if matches!(node.kind, Kind::Scope(_)) {
             if let Some(above) = parent.and_then(|parent| parent.scope_node()) {
                 above.scope().expect("scope_node is a scope").adopt(&node);
             }
-        }
-        node
-    }
-
-    /// A new cancellation scope under `parent`, on `clock`: what a group hands its calls, and
-    /// what `with_timer` makes. Every change of clock is a scope, so that a cancellation
-    /// from above is time-stamped by the clock of the deadlines it is compared with.
-    pub(crate) fn scope_on(parent: Option<&Arc<Node>>, clock: Arc<dyn Clock>) -> Arc<Node> {
-        let node = Arc::new(Node {
-            parent: parent.cloned(),
-            scope_above: None,
-            clock: Some(clock),
-            kind: Kind::Scope(Scope::new()),
-        });
-        if let Some(above) = parent.and_then(|parent| parent.scope_node()) {
-            above.scope().expect("scope_node is a scope").adopt(&node);
         }
         node
     }
