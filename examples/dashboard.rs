@@ -14,9 +14,12 @@
 //! runs on default features; with the `smol`, `tokio` or `async-std` feature the same is
 //! `executor::Smol::new(ex)`, `executor::Tokio::new(handle)` or `executor::AsyncStd`.
 
+mod common;
+
+use common::SmolRunner;
 use std::error::Error;
 use std::process::ExitCode;
-use std::sync::Arc;
+
 use std::time::{Duration, Instant};
 
 use failfast::{AggregateError, Context, Executor, UserAggregator, executor, mock};
@@ -58,24 +61,8 @@ fn main() -> ExitCode {
         }
         _ => {
             // smol: an executor run by two threads until the scenarios are done.
-            let ex = Arc::new(smol::Executor::new());
-            let (stop, stopped) = smol::channel::bounded::<()>(1);
-            let threads: Vec<_> = (0..2)
-                .map(|_| {
-                    let (ex, stopped) = (ex.clone(), stopped.clone());
-                    std::thread::spawn(move || smol::block_on(ex.run(stopped.recv())))
-                })
-                .collect();
-            let spawner = ex.clone();
-            let ok = smol::block_on(scenarios(
-                move |task: BoxFuture<'static, ()>| spawner.spawn(task).detach(),
-                "smol",
-            ));
-            drop(stop);
-            for thread in threads {
-                let _ = thread.join();
-            }
-            ok
+            let runner = SmolRunner::new();
+            smol::block_on(scenarios(runner.executor(), "smol"))
         }
     };
     if all_ok {

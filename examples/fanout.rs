@@ -10,14 +10,17 @@
 //! Each call's outcome is printed as it happens, with its timing, by an `Observer`; then the
 //! group's result. The exit code is non-zero if a scenario does not behave as it should.
 
+mod common;
+
+use common::SmolRunner;
 use std::process::ExitCode;
-use std::sync::Arc;
+
 use std::time::{Duration, Instant};
 
 use failfast::{
     BoxError, CallFinished, CallStarted, Context, Error, FailFast, GroupFinished, Observer, Outcome,
 };
-use futures::future::{BoxFuture, try_join, try_join_all};
+use futures::future::{try_join, try_join_all};
 
 const USAGE: &str = "usage: fanout [--shards N] [--limit N]";
 
@@ -32,19 +35,9 @@ fn main() -> ExitCode {
         }
     };
 
-    // A smol executor run by two threads; plugged in with the one-line closure form, so that
-    // the example runs on default features (with `smol`: `executor::Smol::new(ex)`).
-    let ex = Arc::new(smol::Executor::new());
-    let (stop, stopped) = smol::channel::bounded::<()>(1);
-    let threads: Vec<_> = (0..2)
-        .map(|_| {
-            let (ex, stopped) = (ex.clone(), stopped.clone());
-            std::thread::spawn(move || smol::block_on(ex.run(stopped.recv())))
-        })
-        .collect();
-    let spawner = ex.clone();
+    let runner = SmolRunner::new();
     let ff = FailFast::builder()
-        .executor(move |task: BoxFuture<'static, ()>| spawner.spawn(task).detach())
+        .executor(runner.executor())
         .timeout(Duration::from_secs(2))
         .limit(limit)
         .observer(Printer::new())
@@ -56,10 +49,7 @@ fn main() -> ExitCode {
             false
         }
     };
-    drop(stop);
-    for thread in threads {
-        let _ = thread.join();
-    }
+    drop(runner);
     if ok {
         ExitCode::SUCCESS
     } else {

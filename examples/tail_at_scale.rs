@@ -21,6 +21,9 @@
 //! The chart in `docs/tail_at_scale.svg` is drawn from the CSV by
 //! `python3 scripts/tail_chart.py target/tail.csv docs/tail_at_scale.svg`.
 
+mod common;
+
+use common::SmolRunner;
 use std::fmt::Write as _;
 use std::pin::pin;
 use std::process::ExitCode;
@@ -251,18 +254,10 @@ mod real {
     use super::*;
 
     pub fn run(fanout: usize, strategy: &str, requests: usize, seed: u64) -> Result<Row, BoxError> {
-        let ex = Arc::new(smol::Executor::new());
-        let (stop, stopped) = smol::channel::bounded::<()>(1);
-        let threads: Vec<_> = (0..2)
-            .map(|_| {
-                let (ex, stopped) = (ex.clone(), stopped.clone());
-                std::thread::spawn(move || smol::block_on(ex.run(stopped.recv())))
-            })
-            .collect();
-        let spawner = ex.clone();
+        let runner = SmolRunner::new(); // stopped when dropped, however this returns
         let ff = Arc::new(
             FailFast::builder()
-                .executor(move |task| spawner.spawn(task).detach())
+                .executor(runner.executor())
                 .timeout(Duration::from_secs(5))
                 .build()?,
         );
@@ -307,10 +302,6 @@ mod real {
             }
             Ok::<_, BoxError>(latencies)
         })?;
-        drop(stop);
-        for thread in threads {
-            let _ = thread.join();
-        }
         Ok(row(latencies, made.load(Ordering::Relaxed), fanout, failed))
     }
 }

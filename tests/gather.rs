@@ -5,7 +5,7 @@ mod common;
 
 use std::pin::pin;
 
-use common::{drive_until, finish, ms, on_every_executor, order};
+use common::{drive_until, finish, ms, on_clock, on_every_executor, order};
 use failfast::mock::Mock;
 use failfast::timer::Manual;
 use failfast::{BoxError, Context, Error, FailFast, Hedge, Timer};
@@ -46,7 +46,7 @@ fn replicas(clock: &Manual, n: u32, failing: &[u32]) -> Vec<Mock<u32, Manual>> {
 on_every_executor!(
     async fn k_successes_end_the_gather_and_cancel_the_rest(ex) {
         let clock = Manual::new();
-        let ff = FailFast::builder().executor(ex).timer(clock.clone()).build().unwrap();
+        let ff = on_clock(ex, &clock).build().unwrap();
         let mocks = replicas(&clock, 3, &[]);
         let group = ff.group(&Context::background());
         let calls = mocks.iter().enumerate().map(|(i, m)| group.call(format!("replica-{i}"), order(m)));
@@ -63,7 +63,7 @@ on_every_executor!(
 on_every_executor!(
     async fn once_k_can_no_longer_be_reached_the_gather_fails_at_once(ex) {
         let clock = Manual::new();
-        let ff = FailFast::builder().executor(ex).timer(clock.clone()).build().unwrap();
+        let ff = on_clock(ex, &clock).build().unwrap();
         let mocks = replicas(&clock, 3, &[0, 1]);
         let group = ff.group(&Context::background());
         let calls = mocks.iter().map(|m| group.call("replica", order(m)));
@@ -88,10 +88,7 @@ on_every_executor!(
     async fn best_effort_returns_what_arrived_by_the_deadline(ex) {
         let clock = Manual::new();
         let finished = Finished::default();
-        let ff = FailFast::builder()
-            .executor(ex)
-            .observer(finished.clone())
-            .timer(clock.clone()).timeout(ms(25)).build().unwrap();
+        let ff = on_clock(ex, &clock).observer(finished.clone()).timeout(ms(25)).build().unwrap();
         let mocks = replicas(&clock, 4, &[1]);
         let group = ff.group(&Context::background());
         let calls = mocks.iter().map(|m| group.call("replica", order(m)));
@@ -114,10 +111,7 @@ on_every_executor!(
     async fn best_effort_with_too_few_by_the_deadline_is_an_error(ex) {
         let clock = Manual::new();
         let finished = Finished::default();
-        let ff = FailFast::builder()
-            .executor(ex)
-            .observer(finished.clone())
-            .timer(clock.clone()).timeout(ms(15)).build().unwrap();
+        let ff = on_clock(ex, &clock).observer(finished.clone()).timeout(ms(15)).build().unwrap();
         let mocks = replicas(&clock, 3, &[]);
         let group = ff.group(&Context::background());
         let calls = mocks.iter().map(|m| group.call("replica", order(m)));
@@ -149,7 +143,7 @@ on_every_executor!(
 on_every_executor!(
     async fn a_gather_over_hedged_calls_takes_the_first_answers(ex) {
         let clock = Manual::new();
-        let ff = FailFast::builder().executor(ex).timer(clock.clone()).build().unwrap();
+        let ff = on_clock(ex, &clock).build().unwrap();
         let group = ff.group(&Context::background());
         let hedge = Hedge::builder().attempts(2).delay(ms(5)).build().unwrap();
         let calls = (0..3_u64).map(|i| {

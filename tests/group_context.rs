@@ -8,7 +8,7 @@ use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{drive_until, finish, ms, on_every_executor};
+use common::{drive_until, finish, ms, on_clock, on_every_executor};
 use failfast::timer::Manual;
 use failfast::{BoxError, Context, ContextError, Error, FailFast};
 use futures::future::{try_join, try_join3};
@@ -19,7 +19,7 @@ type Kept = Arc<Mutex<Option<Context>>>;
 on_every_executor!(
     async fn a_calls_context_is_done_at_its_own_timeout_on_the_groups_virtual_clock(ex) {
         let clock = Manual::new();
-        let ff = FailFast::builder().executor(ex).timer(clock.clone()).build().unwrap();
+        let ff = on_clock(ex, &clock).build().unwrap();
         let group = ff.group(&Context::background());
         let mut run = pin!(group.run(group.call("poller", |ctx: Context| async move {
             // A deadline made inside the call counts from the group's clock and fires on it.
@@ -88,9 +88,7 @@ on_every_executor!(
 on_every_executor!(
     async fn at_the_groups_deadline_the_calls_context_reports_deadline_exceeded(ex) {
         let clock = Manual::new();
-        let ff = FailFast::builder()
-            .executor(ex)
-            .timer(clock.clone())
+        let ff = on_clock(ex, &clock)
             .timeout(ms(100))
             .build()
             .unwrap();
@@ -180,9 +178,7 @@ on_every_executor!(
     async fn on_a_virtual_clock_a_callers_cancel_is_a_cancellation_not_the_deadline(ex) {
         let clock = Manual::new();
         std::thread::sleep(ms(30)); // the real clock moves past the group's virtual deadline
-        let ff = FailFast::builder()
-            .executor(ex)
-            .timer(clock.clone())
+        let ff = on_clock(ex, &clock)
             .timeout(ms(10))
             .build()
             .unwrap();

@@ -10,11 +10,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{drive_until, finish, ms, on_every_executor};
+use common::{drive_until, finish, ms, on_clock, on_every_executor};
 use failfast::timer::Manual;
 use failfast::{
-    AttemptFinished, BoxError, Budget, BuildError, Context, FailFast, GaveUp, Hedge, Observer,
-    StopReason, Timer,
+    AttemptFinished, BoxError, Budget, BuildError, Context, GaveUp, Hedge, Observer, StopReason,
+    Timer,
 };
 use futures::future::BoxFuture;
 
@@ -142,7 +142,7 @@ on_every_executor!(
     async fn a_slow_first_attempt_is_hedged_at_the_delay_and_dropped_when_the_hedge_answers(ex) {
         let clock = Manual::new();
         let events = Events::default();
-        let ff = FailFast::builder().executor(ex).timer(clock.clone()).observer(events.clone()).build().unwrap();
+        let ff = on_clock(ex, &clock).observer(events.clone()).build().unwrap();
         let replica = Replica::new(&clock, &[(100, true), (5, true)]);
         let group = ff.group(&Context::background());
         let mut run = pin!(group.run(group.idempotent("kv", replica.service()).hedge(hedge(2, 10))));
@@ -165,7 +165,7 @@ on_every_executor!(
 on_every_executor!(
     async fn a_call_that_answers_before_the_delay_is_never_hedged(ex) {
         let clock = Manual::new();
-        let ff = FailFast::builder().executor(ex).timer(clock.clone()).build().unwrap();
+        let ff = on_clock(ex, &clock).build().unwrap();
         let replica = Replica::new(&clock, &[(5, true)]);
         let group = ff.group(&Context::background());
         let mut run = pin!(group.run(group.idempotent("kv", replica.service()).hedge(hedge(3, 10))));
@@ -178,7 +178,7 @@ on_every_executor!(
 on_every_executor!(
     async fn a_failure_does_not_end_the_call_while_another_attempt_runs(ex) {
         let clock = Manual::new();
-        let ff = FailFast::builder().executor(ex).timer(clock.clone()).build().unwrap();
+        let ff = on_clock(ex, &clock).build().unwrap();
         // Attempt 1 fails at t=50; the hedge (from t=10) answers at t=110.
         let replica = Replica::new(&clock, &[(50, false), (100, true)]);
         let group = ff.group(&Context::background());
@@ -193,7 +193,7 @@ on_every_executor!(
 on_every_executor!(
     async fn a_failure_starts_the_next_attempt_at_once(ex) {
         let clock = Manual::new();
-        let ff = FailFast::builder().executor(ex).timer(clock.clone()).build().unwrap();
+        let ff = on_clock(ex, &clock).build().unwrap();
         let replica = Replica::new(&clock, &[(5, false), (5, true)]);
         let group = ff.group(&Context::background());
         let mut run = pin!(group.run(group.idempotent("kv", replica.service()).hedge(hedge(3, 1000))));
@@ -207,7 +207,7 @@ on_every_executor!(
 on_every_executor!(
     async fn when_every_attempt_fails_the_call_gives_up_with_the_last_error(ex) {
         let clock = Manual::new();
-        let ff = FailFast::builder().executor(ex).timer(clock.clone()).build().unwrap();
+        let ff = on_clock(ex, &clock).build().unwrap();
         let replica = Replica::new(&clock, &[(5, false), (5, false)]);
         let group = ff.group(&Context::background());
         let mut run = pin!(group.run(group.idempotent("kv", replica.service()).hedge(hedge(2, 0))));
@@ -223,7 +223,7 @@ on_every_executor!(
     async fn a_budget_that_refuses_means_no_hedge_and_says_so(ex) {
         let clock = Manual::new();
         let events = Events::default();
-        let ff = FailFast::builder().executor(ex).timer(clock.clone()).observer(events.clone()).build().unwrap();
+        let ff = on_clock(ex, &clock).observer(events.clone()).build().unwrap();
         let replica = Replica::new(&clock, &[(30, true)]);
         let policy = Hedge::builder()
             .attempts(2)
@@ -249,7 +249,7 @@ on_every_executor!(
 on_every_executor!(
     async fn the_adaptive_delay_hedges_at_the_percentile_of_recent_successes(ex) {
         let clock = Manual::new();
-        let ff = FailFast::builder().executor(ex).timer(clock.clone()).build().unwrap();
+        let ff = on_clock(ex, &clock).build().unwrap();
         let policy = Hedge::builder()
             .attempts(2)
             .percentile(90.0)
@@ -278,7 +278,7 @@ on_every_executor!(
 on_every_executor!(
     async fn the_groups_deadline_cancels_every_attempt(ex) {
         let clock = Manual::new();
-        let ff = FailFast::builder().executor(ex).timer(clock.clone()).timeout(ms(50)).build().unwrap();
+        let ff = on_clock(ex, &clock).timeout(ms(50)).build().unwrap();
         let replica = Replica::new(&clock, &[(1000, true), (1000, true)]);
         let group = ff.group(&Context::background());
         let mut run = pin!(group.run(group.idempotent("kv", replica.service()).hedge(hedge(2, 10))));
@@ -310,7 +310,7 @@ fn bad_hedges_are_build_errors() {
 on_every_executor!(
     async fn a_panicking_hedge_ends_that_attempt_only(ex) {
         let clock = Manual::new();
-        let ff = FailFast::builder().executor(ex).timer(clock.clone()).build().unwrap();
+        let ff = on_clock(ex, &clock).build().unwrap();
         let made = Arc::new(AtomicUsize::new(0));
         let group = ff.group(&Context::background());
         let (counter, sleeper) = (made.clone(), clock.clone());

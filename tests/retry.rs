@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Capture, drive_until, finish, ms, on_every_executor};
+use common::{Capture, drive_until, finish, ms, on_clock, on_every_executor};
 use failfast::timer::Manual;
 use failfast::{
     AttemptFinished, BoxError, Budget, BuildError, Context, Error, FailFast, GaveUp, Observer,
@@ -110,9 +110,7 @@ on_every_executor!(
     async fn the_schedule_replays_from_the_seed_attempt_backoff_attempt_backoff_answer(ex) {
         let clock = Manual::new();
         let observed = Attempts::default();
-        let ff = FailFast::builder()
-            .executor(ex)
-            .timer(clock.clone())
+        let ff = on_clock(ex, &clock)
             .observer(observed.clone())
             .build()
             .unwrap();
@@ -143,7 +141,7 @@ on_every_executor!(
 on_every_executor!(
     async fn a_call_that_keeps_failing_gives_up_saying_how_many_attempts_and_keeping_the_last_error(ex) {
         let clock = Manual::new();
-        let ff = FailFast::builder().executor(ex).timer(clock.clone()).build().unwrap();
+        let ff = on_clock(ex, &clock).build().unwrap();
         let flaky = Flaky::new(&clock, u32::MAX, Duration::ZERO);
         let group = ff.group(&Context::background());
         let policy = retry(3, Duration::ZERO, Duration::ZERO, 1); // no backoff at all
@@ -161,7 +159,7 @@ on_every_executor!(
 on_every_executor!(
     async fn a_slow_attempt_is_cut_at_its_own_timeout_cancelled_and_retried(ex) {
         let clock = Manual::new();
-        let ff = FailFast::builder().executor(ex).timer(clock.clone()).build().unwrap();
+        let ff = on_clock(ex, &clock).build().unwrap();
         let policy = Retry::builder()
             .attempts(2)
             .backoff(Duration::ZERO, Duration::ZERO)
@@ -198,9 +196,7 @@ on_every_executor!(
 on_every_executor!(
     async fn a_backoff_that_would_pass_the_deadline_is_not_slept_the_call_gives_up_at_once(ex) {
         let clock = Manual::new();
-        let ff = FailFast::builder()
-            .executor(ex)
-            .timer(clock.clone())
+        let ff = on_clock(ex, &clock)
             .timeout(ms(100))
             .build()
             .unwrap();
@@ -223,9 +219,7 @@ on_every_executor!(
 on_every_executor!(
     async fn no_attempt_starts_with_less_than_the_minimum_time_left(ex) {
         let clock = Manual::new();
-        let ff = FailFast::builder()
-            .executor(ex)
-            .timer(clock.clone())
+        let ff = on_clock(ex, &clock)
             .timeout(ms(100))
             .build()
             .unwrap();
@@ -251,7 +245,7 @@ on_every_executor!(
 on_every_executor!(
     async fn what_the_classifier_refuses_is_not_retried_and_panics_never_are(ex) {
         let clock = Manual::new();
-        let ff = FailFast::builder().executor(ex).timer(clock.clone()).build().unwrap();
+        let ff = on_clock(ex, &clock).build().unwrap();
         let policy = Retry::builder()
             .attempts(3)
             .backoff(Duration::ZERO, Duration::ZERO)
@@ -293,9 +287,7 @@ on_every_executor!(
         let clock = Manual::new();
         let observed = Attempts::default();
         let capture = Capture::new();
-        let ff = FailFast::builder()
-            .executor(ex)
-            .timer(clock.clone())
+        let ff = on_clock(ex, &clock)
             .observer(observed.clone())
             .logger(capture.clone())
             .build()
@@ -317,7 +309,7 @@ on_every_executor!(
 on_every_executor!(
     async fn a_shared_budget_caps_retries_across_groups(ex) {
         let clock = Manual::new();
-        let ff = FailFast::builder().executor(ex).timer(clock.clone()).build().unwrap();
+        let ff = on_clock(ex, &clock).build().unwrap();
         let budget = Budget::new(0.5, 0).unwrap();
         let policy = Retry::builder()
             .attempts(2)
@@ -341,7 +333,7 @@ on_every_executor!(
 on_every_executor!(
     async fn a_failure_elsewhere_during_a_backoff_ends_the_call_with_no_more_attempts(ex) {
         let clock = Manual::new();
-        let ff = FailFast::builder().executor(ex).timer(clock.clone()).build().unwrap();
+        let ff = on_clock(ex, &clock).build().unwrap();
         let flaky = Flaky::new(&clock, u32::MAX, Duration::ZERO);
         let group = ff.group(&Context::background());
         let broken = failfast::mock::Mock::new(1_u32).delay(ms(20)).fail("down").timer(clock.clone());

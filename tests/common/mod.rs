@@ -247,3 +247,14 @@ impl Capture {
             .collect()
     }
 }
+
+/// A builder on the executor `ex` and the virtual clock `clock`: where most virtual-time tests
+/// start.
+pub fn on_clock<E: failfast::Executor>(
+    ex: E,
+    clock: &failfast::timer::Manual,
+) -> failfast::FailFastBuilder<E, failfast::timer::Manual> {
+    failfast::FailFast::builder()
+        .executor(ex)
+        .timer(clock.clone())
+}
