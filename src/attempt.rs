@@ -21,6 +21,7 @@ use crate::observer::{CallFinished, CallStarted, Outcome};
 use crate::records::{chain, millis};
 use crate::state::Shared;
 use crate::timer::Timer;
+use crate::trace::{Span, outcome_name};
 
 /// What a call whose group finished before it answered yields.
 pub(crate) const GROUP_FINISHED: &str = "the group finished before this call answered, so the call was cancelled: await calls inside `run`";
@@ -57,6 +58,8 @@ pin_project! {
         // The call's own deadline, when it is earlier than the group's: boxed, because few
         // calls have one and a sleep can be large.
         own: Option<Pin<Box<Own<S>>>>,
+        // The call's `tracing` span, from when its service is made until it ends.
+        span: Span,
         #[pin]
         fut: Option<Fut>,
     }
@@ -86,6 +89,7 @@ impl<Mk, Fut, S> Attempt<Mk, Fut, S> {
             made: false,
             started: None,
             own: None,
+            span: Span::none(),
             fut: None,
         }
     }
@@ -107,9 +111,14 @@ impl<Mk, Fut, S> Attempt<Mk, Fut, S> {
     pub(crate) fn stop(self: Pin<&mut Self>) -> Option<String> {
         let this = self.project();
         let (mut fut, own, make) = (this.fut, this.own, this.make);
-        let panicked = catch_unwind(AssertUnwindSafe(|| fut.set(None)))
-            .err()
-            .map(contain);
+        let panicked = {
+            let _entered = this.span.enter();
+            catch_unwind(AssertUnwindSafe(|| fut.set(None)))
+                .err()
+                .map(contain)
+        };
+        // Closes the span: `cancelled` unless the call recorded how it ended.
+        *this.span = Span::none();
         if let Some(own) = own.as_ref() {
             own.cancel.cancel();
         }
@@ -129,7 +138,7 @@ impl<Mk, Fut, S> Attempt<Mk, Fut, S> {
         cx: &mut TaskContext<'_>,
         shared: &Shared,
         name: &Cow<'static, str>,
-        timeout: Option<Duration>,
+        settings: Settings,
         timer: &T,
     ) -> Poll<Result<V, Error>>
     where
@@ -138,12 +147,14 @@ impl<Mk, Fut, S> Attempt<Mk, Fut, S> {
         Er: Into<BoxError>,
         T: Timer<Sleep = S>,
     {
+        let timeout = settings.timeout;
         let mut this = self.as_mut().project();
         if !*this.made {
             let Some(make) = this.make.take() else {
                 return Poll::Pending; // stopped before it started
             };
             *this.made = true;
+            *this.span = Span::call(&shared.span.get(), shared.id, name, settings.optional);
             let now = (shared.timing || timeout.is_some()).then(|| timer.now());
             *this.started = now;
             let mut ctx = shared.ctx.clone();
@@ -171,18 +182,30 @@ impl<Mk, Fut, S> Attempt<Mk, Fut, S> {
                 .is_some_and(|own| Some(own.deadline) <= now)
             {
                 // A zero timeout: the service is not called at all.
-                return Poll::Ready(Err(timed_out(name, timeout)));
+                let error = timed_out(name, timeout);
+                this.span
+                    .finish("timed_out", Some(Duration::ZERO), Some(&error));
+                return Poll::Ready(Err(error));
             }
+            let _entered = this.span.enter();
             match catch_unwind(AssertUnwindSafe(|| make(ctx))) {
                 Ok(fut) => this.fut.set(Some(fut)),
-                Err(payload) => return Poll::Ready(Err(panicked(name, payload))),
+                Err(payload) => {
+                    let error = panicked(name, payload);
+                    this.span.finish("panicked", None, Some(&error));
+                    return Poll::Ready(Err(error));
+                }
             }
         }
 
         let Some(fut) = this.fut.as_mut().as_pin_mut() else {
             return Poll::Pending;
         };
-        let mut result = match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+        let polled = {
+            let _entered = this.span.enter();
+            catch_unwind(AssertUnwindSafe(|| fut.poll(cx)))
+        };
+        let mut result = match polled {
             Ok(Poll::Ready(Ok(value))) => Ok(value),
             Ok(Poll::Ready(Err(error))) => Err(Error::Service {
                 service: name.clone(),
@@ -196,11 +219,32 @@ impl<Mk, Fut, S> Attempt<Mk, Fut, S> {
             },
         };
         // Ended: drop the service here, where a panic in its destructor is still caught.
-        if let Some(message) = self.stop() {
+        // The span stays open (and entered) while the service drops, and then records how
+        // the call ended.
+        let span = std::mem::replace(self.as_mut().project().span, Span::none());
+        let stopped = {
+            let _entered = span.enter();
+            self.as_mut().stop()
+        };
+        if let Some(message) = stopped {
             result = Err(Error::Panicked {
                 service: name.clone(),
                 message,
             });
+        }
+        if span.enabled() {
+            let outcome = match &result {
+                Ok(_) => Outcome::Succeeded,
+                // The service obeying the group's cancellation, as `ended` reports it.
+                Err(Error::Service { .. }) if shared.ctx.is_cancelled() => Outcome::Cancelled,
+                Err(error) => Outcome::of(error),
+            };
+            let elapsed = self.started.map(|_| self.elapsed(timer));
+            let error = result
+                .as_ref()
+                .err()
+                .map(|e| e as &(dyn std::error::Error + 'static));
+            span.end(outcome_name(outcome), elapsed, error);
         }
         Poll::Ready(result)
     }

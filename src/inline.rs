@@ -121,14 +121,14 @@ where
             Phase::Running => {}
             Phase::Registered | Phase::Done => return *this.phase == Phase::Done,
         }
-        let (name, timeout) = (&*this.name, this.settings.timeout);
+        let (name, settings) = (&*this.name, *this.settings);
         let mut attempt = this.attempt;
         let poll = match this.wake {
             Some(waker) => {
                 let mut cx = TaskContext::from_waker(waker);
                 attempt
                     .as_mut()
-                    .poll_attempt(&mut cx, shared, name, timeout, timer)
+                    .poll_attempt(&mut cx, shared, name, settings, timer)
             }
             None => {
                 // First poll, with a waker that does nothing: if the call is pending, it is
@@ -136,7 +136,7 @@ where
                 let mut cx = TaskContext::from_waker(Waker::noop());
                 match attempt
                     .as_mut()
-                    .poll_attempt(&mut cx, shared, name, timeout, timer)
+                    .poll_attempt(&mut cx, shared, name, settings, timer)
                 {
                     Poll::Pending => {
                         let wake = InlineWake {
@@ -147,7 +147,7 @@ where
                         let mut cx = TaskContext::from_waker(waker);
                         attempt
                             .as_mut()
-                            .poll_attempt(&mut cx, shared, name, timeout, timer)
+                            .poll_attempt(&mut cx, shared, name, settings, timer)
                     }
                     ready => ready,
                 }

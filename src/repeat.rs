@@ -24,6 +24,7 @@ use crate::policy::retry::{AttemptFailure, AttemptTimedOut, GaveUp, Jitter, Retr
 use crate::records::{chain, millis};
 use crate::state::Shared;
 use crate::sync::lock;
+use crate::trace::{Span, Traced, source};
 
 /// Runs an idempotent call's service: once, under its retry policy, or hedged.
 pub(crate) async fn attempts<V, Er, Fut, F>(
@@ -58,19 +59,33 @@ where
             Some(timeout) => attempt_ctx.with_timeout(timeout),
             None => attempt_ctx,
         };
-        let outcome = {
+        let (outcome, span) = {
             let _cancel = cancel.drop_guard(); // the attempt's own work ends with it
-            let service = make(attempt_ctx.clone());
+            let span = Span::attempt(&name, attempt, false);
+            let service = {
+                let _entered = span.enter();
+                make(attempt_ctx.clone())
+            };
+            let service = std::pin::pin!(Traced::new(service, span));
             if retry.attempt_timeout.is_none() {
                 // Only the call's deadline: the group enforces it (by dropping the call).
-                service.await.map_err(Into::into)
+                let (result, span) = service.await;
+                (result.map_err(Into::into), span)
             } else {
-                match select(std::pin::pin!(service), attempt_ctx.done()).await {
-                    Either::Left((result, _)) => result.map_err(Into::into),
-                    Either::Right(((), _)) => Err(timed_out(&retry)),
+                match select(service, attempt_ctx.done()).await {
+                    Either::Left(((result, span), _)) => (result.map_err(Into::into), span),
+                    Either::Right(((), service)) => (Err(timed_out(&retry)), service.take_span()),
                 }
             }
         };
+        let spent = Some(now().saturating_duration_since(started));
+        let traced = match &outcome {
+            Ok(_) => "succeeded",
+            Err(_) if ctx.is_done() => "cancelled",
+            Err(_) if attempt_ctx.err() == Some(ContextError::DeadlineExceeded) => "timed_out",
+            Err(_) => "failed",
+        };
+        span.end(traced, spent, outcome.as_ref().err().and_then(source));
         let error = match outcome {
             Ok(value) => {
                 observe(&shared, event(&shared, &name, attempt, now() - started));
@@ -242,18 +257,23 @@ where
     let max = hedge.attempts.get();
     let mut launch = |n: u32| {
         let (attempt_ctx, cancel) = ctx.with_cancel();
-        let service = make(attempt_ctx);
+        let span = Span::attempt(&name, n, n > 1);
+        let service = {
+            let _entered = span.enter();
+            make(attempt_ctx)
+        };
         let started = now();
         async move {
             let _cancel = cancel.drop_guard(); // a loser's own work ends with it
             // A panic ends this attempt only: the others may still answer.
-            let outcome = match AssertUnwindSafe(service).catch_unwind().await {
+            let (caught, span) = Traced::new(AssertUnwindSafe(service).catch_unwind(), span).await;
+            let outcome = match caught {
                 Ok(result) => result.map_err(Into::into),
                 Err(payload) => {
                     Err(Box::new(AttemptPanicked(panic_message(&*payload))) as BoxError)
                 }
             };
-            (n, started, outcome)
+            (n, started, outcome, span)
         }
     };
     let mut running = FuturesUnordered::new();
@@ -294,7 +314,7 @@ where
             },
             None => running.next().await,
         };
-        let Some((n, began, result)) = finished else {
+        let Some((n, began, result, span)) = finished else {
             // Nothing in flight and nothing to start: every attempt failed.
             let panicked = last
                 .as_ref()
@@ -308,6 +328,17 @@ where
             }));
         };
         let elapsed = now().saturating_duration_since(began);
+        let traced = match &result {
+            Ok(_) => "succeeded",
+            Err(error) if error.is::<AttemptPanicked>() => "panicked",
+            Err(_) if ctx.is_done() => "cancelled",
+            Err(_) => "failed",
+        };
+        span.end(
+            traced,
+            Some(elapsed),
+            result.as_ref().err().and_then(source),
+        );
         in_flight.retain(|&(attempt, _)| attempt != n);
         let error = match result {
             Ok(value) => {

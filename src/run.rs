@@ -270,6 +270,14 @@ impl<E: Executor, T: Timer> Group<'_, E, T> {
     }
 
     fn observe_end(&self, elapsed: Duration, error: Option<&Error>) {
+        let outcome = match error {
+            None => "succeeded",
+            Some(Error::Cancelled { .. }) => "cancelled",
+            Some(Error::DeadlineExceeded { .. }) => "deadline_exceeded",
+            Some(_) => "failed",
+        };
+        let source = error.map(|error| error as &(dyn std::error::Error + 'static));
+        self.shared.span.finish(outcome, Some(elapsed), source);
         if let Some(observer) = &self.shared.observer {
             let calls = self.registry.len();
             observer.group_finished(&GroupFinished {
@@ -285,7 +293,7 @@ impl<E: Executor, T: Timer> Group<'_, E, T> {
     fn walked_away(&self) {
         let records = &self.shared.records;
         let debug = records.enabled(Level::Debug);
-        if debug || self.shared.observer.is_some() {
+        if debug || self.shared.observer.is_some() || self.shared.span.enabled() {
             let elapsed = self.shared.elapsed(self.ff.timer.now());
             if debug {
                 let keys = [("elapsed_ms", Value::from(millis(elapsed)))];
@@ -383,6 +391,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let group = *this.group;
+        let span = group.shared.span.get();
+        let _entered = span.enter();
         match *this.stage {
             RunStage::Done => {
                 return Poll::Ready(Err(Error::Misuse {

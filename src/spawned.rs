@@ -328,10 +328,10 @@ where
         if !attempt.made() {
             cell.polled.store(true, Ordering::Release);
         }
-        let timeout = this.settings.timeout;
+        let settings = *this.settings;
         match attempt
             .as_mut()
-            .poll_attempt(cx, &cell.shared, &cell.name, timeout, &*this.timer)
+            .poll_attempt(cx, &cell.shared, &cell.name, settings, &*this.timer)
         {
             Poll::Ready(result) => {
                 *this.done = true;

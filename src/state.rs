@@ -16,6 +16,7 @@ use crate::error::Error;
 use crate::observer::Observer;
 use crate::records::Records;
 use crate::sync::lock;
+use crate::trace::GroupSpan;
 
 /// The state one group shares with its calls.
 pub(crate) struct Shared {
@@ -47,9 +48,11 @@ pub(crate) struct Shared {
     in_run: AtomicBool,
     pub(crate) records: Records,
     pub(crate) observer: Option<Arc<dyn Observer>>,
-    /// Whether calls read the clock to time themselves: only for an observer or for records
-    /// that are enabled.
+    /// Whether calls read the clock to time themselves: only for an observer, for records
+    /// that are enabled, or for a `tracing` subscriber that wants the spans.
     pub(crate) timing: bool,
+    /// The group's `tracing` span (nothing without the `tracing` feature).
+    pub(crate) span: GroupSpan,
 }
 
 impl Shared {
@@ -74,7 +77,8 @@ impl Shared {
             None => parent.clone(),
         };
         let (ctx, cancel) = scoped.with_cancel_on(clock);
-        let timing = observer.is_some() || records.enabled(log::Level::Info);
+        let span = GroupSpan::new(id);
+        let timing = observer.is_some() || records.enabled(log::Level::Info) || span.enabled();
         Shared {
             id,
             started,
@@ -92,6 +96,7 @@ impl Shared {
             records,
             observer,
             timing,
+            span,
         }
     }
 

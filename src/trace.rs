@@ -1,0 +1,338 @@
+//! `tracing` spans, behind the `tracing` feature: one per group, one per call, and one per
+//! attempt of a call that retries or hedges. Without the feature every type here is empty and
+//! every method does nothing, so the rest of the crate calls them unconditionally.
+//!
+//! What the spans are and what they record is documented in the crate's docs (`# Tracing`).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+
+use crate::error::BoxError;
+use crate::observer::Outcome;
+
+/// The name of a call's or an attempt's outcome in its span.
+pub(crate) fn outcome_name(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Succeeded => "succeeded",
+        Outcome::Failed => "failed",
+        Outcome::Panicked => "panicked",
+        Outcome::TimedOut => "timed_out",
+        Outcome::Cancelled => "cancelled",
+        Outcome::Dropped => "dropped",
+    }
+}
+
+#[cfg(feature = "tracing")]
+mod on {
+    use super::*;
+    use crate::sync::lock;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tracing::field::Empty;
+
+    /// A span of the crate: `finished` once its outcome is recorded.
+    #[derive(Debug)]
+    pub(crate) struct Span {
+        span: tracing::Span,
+        finished: AtomicBool,
+    }
+
+    impl Span {
+        /// No span (a call whose service was never made).
+        pub(crate) fn none() -> Span {
+            Span {
+                span: tracing::Span::none(),
+                finished: AtomicBool::new(true),
+            }
+        }
+
+        fn of(span: tracing::Span) -> Span {
+            let finished = AtomicBool::new(span.is_disabled());
+            Span { span, finished }
+        }
+
+        /// A call's span, a child of its group's.
+        pub(crate) fn call(group: &Span, id: u64, name: &str, optional: bool) -> Span {
+            Span::of(tracing::info_span!(
+                target: "failfast",
+                parent: &group.span,
+                "call",
+                group_id = id,
+                service = name,
+                optional,
+                outcome = Empty,
+                elapsed_ms = Empty,
+                error = Empty,
+            ))
+        }
+
+        /// An attempt's span, a child of the current span (its call's).
+        pub(crate) fn attempt(name: &str, attempt: u32, hedge: bool) -> Span {
+            Span::of(tracing::info_span!(
+                target: "failfast",
+                "attempt",
+                service = name,
+                attempt,
+                hedge,
+                outcome = Empty,
+                elapsed_ms = Empty,
+                error = Empty,
+            ))
+        }
+
+        /// Whether a subscriber wants this span: then its end is timed.
+        pub(crate) fn enabled(&self) -> bool {
+            !self.span.is_disabled()
+        }
+
+        /// Enters the span until the guard drops.
+        pub(crate) fn enter(&self) -> tracing::span::Entered<'_> {
+            self.span.enter()
+        }
+
+        /// Records how the span's work ended, once.
+        pub(crate) fn finish(
+            &self,
+            outcome: &'static str,
+            elapsed: Option<Duration>,
+            error: Option<&(dyn std::error::Error + 'static)>,
+        ) {
+            if self.finished.swap(true, Ordering::Relaxed) {
+                return;
+            }
+            self.span.record("outcome", outcome);
+            if let Some(elapsed) = elapsed {
+                self.span
+                    .record("elapsed_ms", crate::records::millis(elapsed));
+            }
+            if let Some(error) = error {
+                self.span
+                    .record("error", crate::records::chain(error).as_str());
+            }
+        }
+    }
+
+    impl Span {
+        /// Records how the span's work ended, and closes it.
+        pub(crate) fn end(
+            self,
+            outcome: &'static str,
+            elapsed: Option<Duration>,
+            error: Option<&(dyn std::error::Error + 'static)>,
+        ) {
+            self.finish(outcome, elapsed, error);
+        }
+    }
+
+    impl Drop for Span {
+        fn drop(&mut self) {
+            if !*self.finished.get_mut() {
+                self.span.record("outcome", "cancelled");
+            }
+        }
+    }
+
+    /// A group's span: open from the group's creation until `run` ends (or the group drops),
+    /// then closed as soon as its calls' spans are.
+    #[derive(Debug)]
+    pub(crate) struct GroupSpan {
+        span: Mutex<tracing::Span>,
+        enabled: bool,
+    }
+
+    impl GroupSpan {
+        /// A child of the current span.
+        pub(crate) fn new(id: u64) -> GroupSpan {
+            let span = tracing::info_span!(
+                target: "failfast",
+                "group",
+                group_id = id,
+                outcome = Empty,
+                elapsed_ms = Empty,
+                error = Empty,
+            );
+            GroupSpan {
+                enabled: !span.is_disabled(),
+                span: Mutex::new(span),
+            }
+        }
+
+        pub(crate) fn enabled(&self) -> bool {
+            self.enabled
+        }
+
+        /// A handle on the span, to enter it or to make children; none once it has ended.
+        pub(crate) fn get(&self) -> Span {
+            if !self.enabled {
+                return Span::none();
+            }
+            Span {
+                span: lock(&self.span).clone(),
+                finished: AtomicBool::new(true), // a handle records nothing of its own
+            }
+        }
+
+        /// Records how the group ended and lets the span close, once.
+        pub(crate) fn finish(
+            &self,
+            outcome: &'static str,
+            elapsed: Option<Duration>,
+            error: Option<&(dyn std::error::Error + 'static)>,
+        ) {
+            if !self.enabled {
+                return;
+            }
+            let span = std::mem::replace(&mut *lock(&self.span), tracing::Span::none());
+            if span.is_none() {
+                return;
+            }
+            let span = Span {
+                span,
+                finished: AtomicBool::new(false),
+            };
+            span.finish(outcome, elapsed, error);
+        }
+    }
+
+    impl Drop for GroupSpan {
+        fn drop(&mut self) {
+            let span = match self.span.get_mut() {
+                Ok(span) => span,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if !span.is_none() {
+                span.record("outcome", "cancelled");
+            }
+        }
+    }
+}
+
+#[cfg(not(feature = "tracing"))]
+mod on {
+    use super::*;
+
+    /// Without the `tracing` feature: nothing.
+    #[derive(Debug)]
+    pub(crate) struct Span;
+
+    /// Without the `tracing` feature: nothing entered.
+    pub(crate) struct Entered;
+
+    impl Span {
+        pub(crate) fn none() -> Span {
+            Span
+        }
+        pub(crate) fn call(_group: &Span, _id: u64, _name: &str, _optional: bool) -> Span {
+            Span
+        }
+        pub(crate) fn attempt(_name: &str, _attempt: u32, _hedge: bool) -> Span {
+            Span
+        }
+        #[inline(always)]
+        pub(crate) fn enabled(&self) -> bool {
+            false
+        }
+        #[inline(always)]
+        pub(crate) fn enter(&self) -> Entered {
+            Entered
+        }
+        #[inline(always)]
+        pub(crate) fn finish(
+            &self,
+            _outcome: &'static str,
+            _elapsed: Option<Duration>,
+            _error: Option<&(dyn std::error::Error + 'static)>,
+        ) {
+        }
+        #[inline(always)]
+        pub(crate) fn end(
+            self,
+            _outcome: &'static str,
+            _elapsed: Option<Duration>,
+            _error: Option<&(dyn std::error::Error + 'static)>,
+        ) {
+        }
+    }
+
+    /// Without the `tracing` feature: nothing.
+    #[derive(Debug)]
+    pub(crate) struct GroupSpan;
+
+    impl GroupSpan {
+        pub(crate) fn new(_id: u64) -> GroupSpan {
+            GroupSpan
+        }
+        #[inline(always)]
+        pub(crate) fn enabled(&self) -> bool {
+            false
+        }
+        #[inline(always)]
+        pub(crate) fn get(&self) -> Span {
+            Span
+        }
+        #[inline(always)]
+        pub(crate) fn finish(
+            &self,
+            _outcome: &'static str,
+            _elapsed: Option<Duration>,
+            _error: Option<&(dyn std::error::Error + 'static)>,
+        ) {
+        }
+    }
+}
+
+pub(crate) use on::{GroupSpan, Span};
+
+pin_project! {
+    /// A future polled inside `span`, which it hands back with the output, for the caller to
+    /// record how it ended. Dropped before it completes, its span records `cancelled`.
+    pub(crate) struct Traced<F> {
+        #[pin]
+        fut: F,
+        span: Option<Span>,
+    }
+}
+
+impl<F> Traced<F> {
+    pub(crate) fn new(fut: F, span: Span) -> Traced<F> {
+        Traced {
+            fut,
+            span: Some(span),
+        }
+    }
+
+    /// Takes the span of a future that will not complete, to record why.
+    pub(crate) fn take_span(self: Pin<&mut Self>) -> Span {
+        self.project().span.take().unwrap_or_else(Span::none)
+    }
+}
+
+/// `error` as the crate's spans record it.
+pub(crate) fn source(error: &BoxError) -> Option<&(dyn std::error::Error + 'static)> {
+    Some(&**error)
+}
+
+impl<F: Future> Future for Traced<F> {
+    type Output = (F::Output, Span);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Some(span) = this.span.as_ref() else {
+            return Poll::Pending; // completed before: fused
+        };
+        let ready = {
+            let _entered = span.enter();
+            this.fut.poll(cx)
+        };
+        match ready {
+            Poll::Ready(output) => {
+                Poll::Ready((output, this.span.take().unwrap_or_else(Span::none)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! The `tracing` feature: a span per group, per call and per attempt, nested as a tracing
+//! user expects (the caller's span, then the group, then its calls, then the service's own
+//! spans), with how each ended, on every executor.
+#![cfg(feature = "tracing")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use common::{finish, ms, on_clock, on_every_executor};
+use failfast::timer::Manual;
+use failfast::{BoxError, Context, FailFast, Hedge, Retry, Timer};
+use futures::future::try_join3;
+use tracing::Instrument;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+
+/// One span as the capture saw it. `serial` is unique, unlike tracing's ids, which are reused.
+#[derive(Debug, Clone)]
+struct Seen {
+    serial: u64,
+    name: &'static str,
+    parent: Option<u64>,
+    fields: BTreeMap<String, String>,
+    closed: bool,
+}
+
+impl Seen {
+    fn field(&self, key: &str) -> Option<&str> {
+        self.fields.get(key).map(String::as_str)
+    }
+}
+
+struct Serial(u64);
+
+/// Every span of every test in this binary: tests tell theirs apart by group id.
+fn seen() -> &'static Mutex<Vec<Seen>> {
+    static SEEN: OnceLock<Mutex<Vec<Seen>>> = OnceLock::new();
+    SEEN.get_or_init(|| {
+        let subscriber = tracing_subscriber::registry().with(Capture);
+        tracing::subscriber::set_global_default(subscriber).expect("one subscriber");
+        Mutex::default()
+    })
+}
+
+struct Capture;
+
+struct Fields<'a>(&'a mut BTreeMap<String, String>);
+
+impl Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().into(), format!("{value:?}"));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().into(), value.into());
+    }
+}
+
+impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Capture {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: LayerContext<'_, S>) {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let serial = NEXT.fetch_add(1, Ordering::Relaxed);
+        let span = ctx.span(id).expect("a new span");
+        let parent = span
+            .parent()
+            .and_then(|parent| parent.extensions().get::<Serial>().map(|s| s.0));
+        span.extensions_mut().insert(Serial(serial));
+        let mut fields = BTreeMap::new();
+        attrs.record(&mut Fields(&mut fields));
+        seen().lock().unwrap().push(Seen {
+            serial,
+            name: attrs.metadata().name(),
+            parent,
+            fields,
+            closed: false,
+        });
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: LayerContext<'_, S>) {
+        let Some(serial) = ctx
+            .span(id)
+            .and_then(|span| span.extensions().get::<Serial>().map(|s| s.0))
+        else {
+            return;
+        };
+        let mut seen = seen().lock().unwrap();
+        if let Some(span) = seen.iter_mut().find(|span| span.serial == serial) {
+            values.record(&mut Fields(&mut span.fields));
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: LayerContext<'_, S>) {
+        let Some(serial) = ctx
+            .span(&id)
+            .and_then(|span| span.extensions().get::<Serial>().map(|s| s.0))
+        else {
+            return;
+        };
+        let mut seen = seen().lock().unwrap();
+        if let Some(span) = seen.iter_mut().find(|span| span.serial == serial) {
+            span.closed = true;
+        }
+    }
+}
+
+/// The spans of group `id`: the group's, then every span below it.
+fn tree(id: u64) -> (Seen, Vec<Seen>) {
+    let seen = seen().lock().unwrap();
+    let group = seen
+        .iter()
+        .find(|span| span.name == "group" && span.field("group_id") == Some(&id.to_string()))
+        .cloned()
+        .expect("the group's span");
+    let mut below: Vec<Seen> = Vec::new();
+    let mut parents = vec![group.serial];
+    while let Some(parent) = parents.pop() {
+        for span in seen.iter().filter(|span| span.parent == Some(parent)) {
+            parents.push(span.serial);
+            below.push(span.clone());
+        }
+    }
+    below.sort_by_key(|span| span.serial);
+    (group, below)
+}
+
+fn child<'a>(spans: &'a [Seen], parent: &Seen, name: &str, key: &str, value: &str) -> &'a Seen {
+    spans
+        .iter()
+        .find(|span| {
+            span.parent == Some(parent.serial)
+                && span.name == name
+                && span.field(key) == Some(value)
+        })
+        .unwrap_or_else(|| panic!("no {name} span with {key}={value} under {parent:?}: {spans:#?}"))
+}
+
+/// Waits until every span below the group is closed: spawned calls close theirs on their own
+/// tasks, a moment after `run` returns.
+async fn all_closed(id: u64) -> (Seen, Vec<Seen>) {
+    common::eventually("every span closed", || {
+        let (group, below) = tree(id);
+        group.closed && below.iter().all(|span| span.closed)
+    })
+    .await;
+    tree(id)
+}
+
+on_every_executor!(
+    async fn a_group_and_its_calls_are_spans_that_say_how_each_ended(ex) {
+        seen();
+        let ff = FailFast::builder().executor(ex).build().unwrap();
+        let request = tracing::info_span!("request");
+        let group = request.in_scope(|| ff.group(&Context::background()));
+        let run = group.run(try_join3(
+            group.call("profile", |_ctx| async {
+                // The service's own span nests under its call's.
+                async { Ok::<_, BoxError>("Alice") }
+                    .instrument(tracing::info_span!("db"))
+                    .await
+            }),
+            group.call("orders", |_ctx| async {
+                futures_timer::Delay::new(ms(20)).await;
+                Err::<u32, BoxError>("orders down".into())
+            }),
+            group.call("recs", |_ctx| async {
+                futures_timer::Delay::new(Duration::from_secs(10)).await;
+                Ok::<_, BoxError>(())
+            }),
+        ));
+        let err = run.instrument(request.clone()).await.unwrap_err();
+        assert_eq!(err.service(), Some("orders"));
+
+        let (group_span, below) = all_closed(group.id()).await;
+        let request_serial = seen()
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|span| span.serial == group_span.parent.unwrap_or(0))
+            .map(|span| span.name);
+        assert_eq!(request_serial, Some("request"), "the group is a child of the caller's span");
+        assert_eq!(group_span.field("outcome"), Some("failed"));
+        assert!(group_span.field("error").unwrap().contains("orders down"));
+        assert!(group_span.field("elapsed_ms").is_some());
+
+        let profile = child(&below, &group_span, "call", "service", "profile");
+        assert_eq!(profile.field("outcome"), Some("succeeded"));
+        assert_eq!(profile.field("optional"), Some("false"));
+        assert!(
+            below
+                .iter()
+                .any(|span| span.name == "db" && span.parent == Some(profile.serial)),
+            "the service's own span is a child of its call's: {below:#?}"
+        );
+        let orders = child(&below, &group_span, "call", "service", "orders");
+        assert_eq!(orders.field("outcome"), Some("failed"));
+        assert!(orders.field("error").unwrap().contains("orders down"));
+        assert!(orders.field("elapsed_ms").is_some());
+        let recs = child(&below, &group_span, "call", "service", "recs");
+        assert_eq!(recs.field("outcome"), Some("cancelled"), "cut by the failure");
+    }
+);
+
+on_every_executor!(
+    async fn a_hedged_call_has_a_span_per_attempt_and_the_loser_is_cancelled(ex) {
+        seen();
+        let clock = Manual::new();
+        let ff = on_clock(ex, &clock).build().unwrap();
+        let group = ff.group(&Context::background());
+        let made = std::sync::Arc::new(AtomicU64::new(0));
+        let kv = {
+            let (clock, made) = (clock.clone(), made.clone());
+            move |_ctx: Context| {
+                let n = made.fetch_add(1, Ordering::SeqCst) + 1;
+                let clock = clock.clone();
+                async move {
+                    // The first attempt is slow: the hedge, 10 ms later, wins.
+                    clock.sleep(ms(if n == 1 { 100 } else { 5 })).await;
+                    Ok::<_, BoxError>(n)
+                }
+            }
+        };
+        let hedge = Hedge::builder().attempts(2).delay(ms(10)).build().unwrap();
+        let mut run = pin!(group.run(group.idempotent("kv", kv).hedge(hedge)));
+        for (sleepers, by) in [(2, 10), (2, 5)] {
+            assert!(
+                common::drive_until(run.as_mut(), || clock.sleepers() == sleepers)
+                    .await
+                    .is_none()
+            );
+            clock.advance(ms(by));
+        }
+        assert_eq!(finish(run).await.unwrap(), 2);
+
+        let (group_span, below) = all_closed(group.id()).await;
+        assert_eq!(group_span.field("outcome"), Some("succeeded"));
+        let call = child(&below, &group_span, "call", "service", "kv");
+        assert_eq!(call.field("outcome"), Some("succeeded"));
+        assert_eq!(call.field("elapsed_ms"), Some("15"), "virtual time");
+        let first = child(&below, call, "attempt", "attempt", "1");
+        assert_eq!(first.field("hedge"), Some("false"));
+        assert_eq!(first.field("outcome"), Some("cancelled"), "the loser");
+        let second = child(&below, call, "attempt", "attempt", "2");
+        assert_eq!(second.field("hedge"), Some("true"));
+        assert_eq!(second.field("outcome"), Some("succeeded"));
+        assert_eq!(second.field("elapsed_ms"), Some("5"));
+    }
+);
+
+on_every_executor!(
+    async fn a_retried_call_has_a_span_per_attempt_with_its_error(ex) {
+        seen();
+        let ff = FailFast::builder().executor(ex).build().unwrap();
+        let group = ff.group(&Context::background());
+        let made = std::sync::Arc::new(AtomicU64::new(0));
+        let flaky = {
+            let made = made.clone();
+            move |_ctx: Context| {
+                let n = made.fetch_add(1, Ordering::SeqCst) + 1;
+                async move {
+                    if n < 3 {
+                        Err::<u64, BoxError>(format!("try {n} failed").into())
+                    } else {
+                        Ok(n)
+                    }
+                }
+            }
+        };
+        let retry = Retry::builder()
+            .attempts(3)
+            .backoff(Duration::ZERO, Duration::ZERO)
+            .build()
+            .unwrap();
+        let value = group.run(group.idempotent("flaky", flaky).retry(retry)).await;
+        assert_eq!(value.unwrap(), 3);
+
+        let (group_span, below) = all_closed(group.id()).await;
+        let call = child(&below, &group_span, "call", "service", "flaky");
+        assert_eq!(call.field("outcome"), Some("succeeded"));
+        for n in 1..=2 {
+            let attempt = child(&below, call, "attempt", "attempt", &n.to_string());
+            assert_eq!(attempt.field("outcome"), Some("failed"));
+            assert_eq!(attempt.field("error"), Some(&*format!("try {n} failed")));
+        }
+        let third = child(&below, call, "attempt", "attempt", "3");
+        assert_eq!(third.field("outcome"), Some("succeeded"));
+    }
+);
+
+on_every_executor!(
+    async fn a_group_past_its_deadline_and_a_dropped_run_close_their_spans(ex) {
+        seen();
+        let ff = FailFast::builder()
+            .executor(ex)
+            .timeout(ms(20))
+            .build()
+            .unwrap();
+        let slow = || {
+            |_ctx: Context| async {
+                futures_timer::Delay::new(Duration::from_secs(10)).await;
+                Ok::<_, BoxError>(())
+            }
+        };
+        let late = ff.group(&Context::background());
+        let err = late.run(late.call("slow", slow())).await.unwrap_err();
+        assert!(err.is_deadline_exceeded());
+        let (group_span, below) = all_closed(late.id()).await;
+        assert_eq!(group_span.field("outcome"), Some("deadline_exceeded"));
+        let call = child(&below, &group_span, "call", "service", "slow");
+        assert_eq!(call.field("outcome"), Some("cancelled"));
+
+        let dropped = ff.group(&Context::background());
+        {
+            let mut run = Box::pin(dropped.run(dropped.call("slow", slow())));
+            assert!(futures::poll!(run.as_mut()).is_pending());
+        }
+        let (group_span, _) = all_closed(dropped.id()).await;
+        assert_eq!(group_span.field("outcome"), Some("cancelled"));
+    }
+);
