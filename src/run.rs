@@ -391,8 +391,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let group = *this.group;
-        let span = group.shared.span.get();
-        let _entered = span.enter();
+        let _entered = group.shared.span.enter();
         match *this.stage {
             RunStage::Done => {
                 return Poll::Ready(Err(Error::Misuse {

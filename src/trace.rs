@@ -34,45 +34,63 @@ mod on {
     use std::sync::atomic::{AtomicBool, Ordering};
     use tracing::field::Empty;
 
-    /// A span of the crate: `finished` once its outcome is recorded.
+    /// A span of the crate: boxed, and only when a subscriber wants it, so that a disabled
+    /// span costs a pointer in the call's future and no allocation.
     #[derive(Debug)]
-    pub(crate) struct Span {
+    pub(crate) struct Span(Option<Box<Live>>);
+
+    /// A span a subscriber wants: `finished` once its outcome is recorded.
+    #[derive(Debug)]
+    struct Live {
         span: tracing::Span,
         finished: AtomicBool,
+    }
+
+    /// A call's span, with its parent given or the current span.
+    macro_rules! call_span {
+        ($($parent:expr)?; $id:expr, $name:expr, $optional:expr) => {
+            tracing::info_span!(
+                target: "failfast",
+                $(parent: $parent,)?
+                "call",
+                group_id = $id,
+                service = $name,
+                optional = $optional,
+                outcome = Empty,
+                elapsed_ms = Empty,
+                error = Empty,
+            )
+        };
     }
 
     impl Span {
         /// No span (a call whose service was never made).
         pub(crate) fn none() -> Span {
-            Span {
-                span: tracing::Span::none(),
-                finished: AtomicBool::new(true),
-            }
+            Span(None)
         }
 
-        fn of(span: tracing::Span) -> Span {
-            let finished = AtomicBool::new(span.is_disabled());
-            Span { span, finished }
+        fn of(span: tracing::Span, finished: bool) -> Span {
+            if span.is_disabled() {
+                return Span(None);
+            }
+            Span(Some(Box::new(Live {
+                span,
+                finished: AtomicBool::new(finished),
+            })))
         }
 
         /// A call's span, a child of its group's.
         pub(crate) fn call(group: &Span, id: u64, name: &str, optional: bool) -> Span {
-            Span::of(tracing::info_span!(
-                target: "failfast",
-                parent: &group.span,
-                "call",
-                group_id = id,
-                service = name,
-                optional,
-                outcome = Empty,
-                elapsed_ms = Empty,
-                error = Empty,
-            ))
+            let span = match &group.0 {
+                Some(group) => call_span!(&group.span; id, name, optional),
+                None => call_span!(; id, name, optional),
+            };
+            Span::of(span, false)
         }
 
         /// An attempt's span, a child of the current span (its call's).
         pub(crate) fn attempt(name: &str, attempt: u32, hedge: bool) -> Span {
-            Span::of(tracing::info_span!(
+            let span = tracing::info_span!(
                 target: "failfast",
                 "attempt",
                 service = name,
@@ -81,17 +99,18 @@ mod on {
                 outcome = Empty,
                 elapsed_ms = Empty,
                 error = Empty,
-            ))
+            );
+            Span::of(span, false)
         }
 
         /// Whether a subscriber wants this span: then its end is timed.
         pub(crate) fn enabled(&self) -> bool {
-            !self.span.is_disabled()
+            self.0.is_some()
         }
 
         /// Enters the span until the guard drops.
-        pub(crate) fn enter(&self) -> tracing::span::Entered<'_> {
-            self.span.enter()
+        pub(crate) fn enter(&self) -> Option<tracing::span::Entered<'_>> {
+            self.0.as_ref().map(|live| live.span.enter())
         }
 
         /// Records how the span's work ended, once.
@@ -101,22 +120,23 @@ mod on {
             elapsed: Option<Duration>,
             error: Option<&(dyn std::error::Error + 'static)>,
         ) {
-            if self.finished.swap(true, Ordering::Relaxed) {
+            let Some(live) = &self.0 else {
+                return;
+            };
+            if live.finished.swap(true, Ordering::Relaxed) {
                 return;
             }
-            self.span.record("outcome", outcome);
+            live.span.record("outcome", outcome);
             if let Some(elapsed) = elapsed {
-                self.span
+                live.span
                     .record("elapsed_ms", crate::records::millis(elapsed));
             }
             if let Some(error) = error {
-                self.span
+                live.span
                     .record("error", crate::records::chain(error).as_str());
             }
         }
-    }
 
-    impl Span {
         /// Records how the span's work ended, and closes it.
         pub(crate) fn end(
             self,
@@ -130,8 +150,10 @@ mod on {
 
     impl Drop for Span {
         fn drop(&mut self) {
-            if !*self.finished.get_mut() {
-                self.span.record("outcome", "cancelled");
+            if let Some(live) = &mut self.0 {
+                if !*live.finished.get_mut() {
+                    live.span.record("outcome", "cancelled");
+                }
             }
         }
     }
@@ -170,10 +192,13 @@ mod on {
             if !self.enabled {
                 return Span::none();
             }
-            Span {
-                span: lock(&self.span).clone(),
-                finished: AtomicBool::new(true), // a handle records nothing of its own
-            }
+            // A handle records nothing of its own: finished from the start.
+            Span::of(lock(&self.span).clone(), true)
+        }
+
+        /// Enters the span until the guard drops (nothing once it has ended).
+        pub(crate) fn enter(&self) -> Option<tracing::span::EnteredSpan> {
+            self.enabled.then(|| lock(&self.span).clone().entered())
         }
 
         /// Records how the group ended and lets the span close, once.
@@ -190,11 +215,7 @@ mod on {
             if span.is_none() {
                 return;
             }
-            let span = Span {
-                span,
-                finished: AtomicBool::new(false),
-            };
-            span.finish(outcome, elapsed, error);
+            Span::of(span, false).end(outcome, elapsed, error);
         }
     }
 
@@ -273,6 +294,10 @@ mod on {
         #[inline(always)]
         pub(crate) fn get(&self) -> Span {
             Span
+        }
+        #[inline(always)]
+        pub(crate) fn enter(&self) -> Entered {
+            Entered
         }
         #[inline(always)]
         pub(crate) fn finish(
