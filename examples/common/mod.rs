@@ -33,7 +33,14 @@ impl SmolRunner {
         }
     }
 
+    /// The smol executor itself, for tasks of the example's own (servers, clients).
+    #[allow(dead_code)] // not every example spawns tasks of its own
+    pub fn ex(&self) -> Arc<smol::Executor<'static>> {
+        self.ex.clone()
+    }
+
     /// A failfast executor that spawns on this runner.
+    #[allow(dead_code)] // not every example spawns its calls
     pub fn executor(&self) -> impl Fn(BoxFuture<'static, ()>) + Clone + Send + Sync + 'static {
         let ex = self.ex.clone();
         move |task| ex.spawn(task).detach()
