@@ -154,8 +154,9 @@ impl<Mk, Fut, S> Attempt<Mk, Fut, S> {
                 return Poll::Pending; // stopped before it started
             };
             *this.made = true;
-            *this.span = Span::call(&shared.span.get(), shared.id, name, settings.optional);
-            let now = (shared.timing || timeout.is_some()).then(|| timer.now());
+            *this.span = Span::call(&shared.span, shared.id, name, settings.optional);
+            let timing = shared.timing || timeout.is_some() || this.span.enabled();
+            let now = timing.then(|| timer.now());
             *this.started = now;
             let mut ctx = shared.ctx.clone();
             if let (Some(now), Some(timeout)) = (now, timeout) {
@@ -182,18 +183,22 @@ impl<Mk, Fut, S> Attempt<Mk, Fut, S> {
                 .is_some_and(|own| Some(own.deadline) <= now)
             {
                 // A zero timeout: the service is not called at all.
-                let error = timed_out(name, timeout);
-                this.span
-                    .finish("timed_out", Some(Duration::ZERO), Some(&error));
-                return Poll::Ready(Err(error));
+                let result = Err(timed_out(name, timeout));
+                let span = std::mem::replace(this.span, Span::none());
+                close(span, *this.started, shared, &result, timer);
+                return Poll::Ready(result);
             }
-            let _entered = this.span.enter();
-            match catch_unwind(AssertUnwindSafe(|| make(ctx))) {
+            let made = {
+                let _entered = this.span.enter();
+                catch_unwind(AssertUnwindSafe(|| make(ctx)))
+            };
+            match made {
                 Ok(fut) => this.fut.set(Some(fut)),
                 Err(payload) => {
-                    let error = panicked(name, payload);
-                    this.span.finish("panicked", None, Some(&error));
-                    return Poll::Ready(Err(error));
+                    let result = Err(panicked(name, payload));
+                    let span = std::mem::replace(this.span, Span::none());
+                    close(span, *this.started, shared, &result, timer);
+                    return Poll::Ready(result);
                 }
             }
         }
@@ -232,22 +237,46 @@ impl<Mk, Fut, S> Attempt<Mk, Fut, S> {
                 message,
             });
         }
-        if span.enabled() {
-            let outcome = match &result {
-                Ok(_) => Outcome::Succeeded,
-                // The service obeying the group's cancellation, as `ended` reports it.
-                Err(Error::Service { .. }) if shared.ctx.is_cancelled() => Outcome::Cancelled,
-                Err(error) => Outcome::of(error),
-            };
-            let elapsed = self.started.map(|_| self.elapsed(timer));
-            let error = result
-                .as_ref()
-                .err()
-                .map(|e| e as &(dyn std::error::Error + 'static));
-            span.end(outcome_name(outcome), elapsed, error);
-        }
+        close(span, self.started, shared, &result, timer);
         Poll::Ready(result)
     }
+
+    /// Ends the call's span, if it is open, as `outcome`: a call its executor dropped.
+    pub(crate) fn close_span<T: Timer>(self: Pin<&mut Self>, outcome: Outcome, timer: &T) {
+        let this = self.project();
+        let span = std::mem::replace(this.span, Span::none());
+        if span.enabled() {
+            let elapsed = this
+                .started
+                .map(|started| timer.now().saturating_duration_since(started));
+            span.end(outcome_name(outcome), elapsed, None);
+        }
+    }
+}
+
+/// Ends a call's span with how the call ended, timed from `started`.
+fn close<V, T: Timer>(
+    span: Span,
+    started: Option<Instant>,
+    shared: &Shared,
+    result: &Result<V, Error>,
+    timer: &T,
+) {
+    if !span.enabled() {
+        return;
+    }
+    let outcome = match result {
+        Ok(_) => Outcome::Succeeded,
+        // The service obeying the group's cancellation, as `ended` reports it.
+        Err(Error::Service { .. }) if shared.ctx.is_cancelled() => Outcome::Cancelled,
+        Err(error) => Outcome::of(error),
+    };
+    let elapsed = started.map(|started| timer.now().saturating_duration_since(started));
+    let error = result
+        .as_ref()
+        .err()
+        .map(|error| error as &(dyn std::error::Error + 'static));
+    span.end(outcome_name(outcome), elapsed, error);
 }
 
 /// Polls the call's own deadline, creating its sleep the first time: a call that answers at

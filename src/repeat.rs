@@ -18,13 +18,13 @@ use log::kv::Value;
 use crate::context::{Context, ContextError};
 use crate::error::{BoxError, panic_message};
 use crate::idempotent::Policy;
-use crate::observer::AttemptFinished;
+use crate::observer::{AttemptFinished, Outcome};
 use crate::policy::hedge::Hedge;
 use crate::policy::retry::{AttemptFailure, AttemptTimedOut, GaveUp, Jitter, Retry, StopReason};
 use crate::records::{chain, millis};
 use crate::state::Shared;
 use crate::sync::lock;
-use crate::trace::{Span, Traced, source};
+use crate::trace::{Span, Traced, outcome_name, source};
 
 /// Runs an idempotent call's service: once, under its retry policy, or hedged.
 pub(crate) async fn attempts<V, Er, Fut, F>(
@@ -78,14 +78,24 @@ where
                 }
             }
         };
-        let spent = Some(now().saturating_duration_since(started));
-        let traced = match &outcome {
-            Ok(_) => "succeeded",
-            Err(_) if ctx.is_done() => "cancelled",
-            Err(_) if attempt_ctx.err() == Some(ContextError::DeadlineExceeded) => "timed_out",
-            Err(_) => "failed",
-        };
-        span.end(traced, spent, outcome.as_ref().err().and_then(source));
+        if span.enabled() {
+            // Cut by the call's end (the group's deadline, its cancellation): cancelled, as
+            // the call's own records say; by its own timeout: timed out.
+            let traced = match &outcome {
+                Ok(_) => Outcome::Succeeded,
+                Err(_) if ctx.is_done() => Outcome::Cancelled,
+                Err(_) if attempt_ctx.err() == Some(ContextError::DeadlineExceeded) => {
+                    Outcome::TimedOut
+                }
+                Err(_) => Outcome::Failed,
+            };
+            let spent = now().saturating_duration_since(started);
+            span.end(
+                outcome_name(traced),
+                Some(spent),
+                outcome.as_ref().err().and_then(source),
+            );
+        }
         let error = match outcome {
             Ok(value) => {
                 observe(&shared, event(&shared, &name, attempt, now() - started));
@@ -329,13 +339,13 @@ where
         };
         let elapsed = now().saturating_duration_since(began);
         let traced = match &result {
-            Ok(_) => "succeeded",
-            Err(error) if error.is::<AttemptPanicked>() => "panicked",
-            Err(_) if ctx.is_done() => "cancelled",
-            Err(_) => "failed",
+            Ok(_) => Outcome::Succeeded,
+            Err(error) if error.is::<AttemptPanicked>() => Outcome::Panicked,
+            Err(_) if ctx.is_done() => Outcome::Cancelled,
+            Err(_) => Outcome::Failed,
         };
         span.end(
-            traced,
+            outcome_name(traced),
             Some(elapsed),
             result.as_ref().err().and_then(source),
         );

@@ -18,6 +18,7 @@ use crate::attempt::{Attempt, GROUP_FINISHED, Phase, Settings, ended};
 use crate::context::Context;
 use crate::error::{BoxError, Error};
 use crate::executor::Executor;
+use crate::observer::Outcome;
 use crate::state::Shared;
 use crate::sync::lock;
 use crate::timer::Timer;
@@ -286,11 +287,14 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             let mut attempt = this.attempt;
+            let cell = &**this.cell;
+            let aborted = cell.aborted.load(Ordering::Acquire);
+            if !*this.done && !aborted {
+                attempt.as_mut().close_span(Outcome::Dropped, &*this.timer);
+            }
             let _ = attempt.as_mut().stop();
             if !*this.done {
                 // Dropped unfinished: cancelled by failfast, or lost by the executor.
-                let cell = &**this.cell;
-                let aborted = cell.aborted.load(Ordering::Acquire);
                 let error = if aborted {
                     Error::Misuse { message: GROUP_FINISHED }
                 } else {

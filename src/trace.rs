@@ -69,23 +69,24 @@ mod on {
             Span(None)
         }
 
-        fn of(span: tracing::Span, finished: bool) -> Span {
+        fn of(span: tracing::Span) -> Span {
             if span.is_disabled() {
                 return Span(None);
             }
             Span(Some(Box::new(Live {
                 span,
-                finished: AtomicBool::new(finished),
+                finished: AtomicBool::new(false),
             })))
         }
 
-        /// A call's span, a child of its group's.
-        pub(crate) fn call(group: &Span, id: u64, name: &str, optional: bool) -> Span {
-            let span = match &group.0 {
-                Some(group) => call_span!(&group.span; id, name, optional),
+        /// A call's span, a child of its group's (of the current span once the group's has
+        /// ended, or if nobody wants the group's).
+        pub(crate) fn call(group: &GroupSpan, id: u64, name: &str, optional: bool) -> Span {
+            let span = match group.handle() {
+                Some(group) => call_span!(&group; id, name, optional),
                 None => call_span!(; id, name, optional),
             };
-            Span::of(span, false)
+            Span::of(span)
         }
 
         /// An attempt's span, a child of the current span (its call's).
@@ -100,7 +101,7 @@ mod on {
                 elapsed_ms = Empty,
                 error = Empty,
             );
-            Span::of(span, false)
+            Span::of(span)
         }
 
         /// Whether a subscriber wants this span: then its end is timed.
@@ -187,18 +188,18 @@ mod on {
             self.enabled
         }
 
-        /// A handle on the span, to enter it or to make children; none once it has ended.
-        pub(crate) fn get(&self) -> Span {
+        /// A handle on the span, none once it has ended. The lock is held only to clone it.
+        fn handle(&self) -> Option<tracing::Span> {
             if !self.enabled {
-                return Span::none();
+                return None;
             }
-            // A handle records nothing of its own: finished from the start.
-            Span::of(lock(&self.span).clone(), true)
+            let span = lock(&self.span).clone();
+            (!span.is_none()).then_some(span)
         }
 
         /// Enters the span until the guard drops (nothing once it has ended).
         pub(crate) fn enter(&self) -> Option<tracing::span::EnteredSpan> {
-            self.enabled.then(|| lock(&self.span).clone().entered())
+            self.handle().map(tracing::Span::entered)
         }
 
         /// Records how the group ended and lets the span close, once.
@@ -215,7 +216,7 @@ mod on {
             if span.is_none() {
                 return;
             }
-            Span::of(span, false).end(outcome, elapsed, error);
+            Span::of(span).end(outcome, elapsed, error);
         }
     }
 
@@ -247,7 +248,7 @@ mod on {
         pub(crate) fn none() -> Span {
             Span
         }
-        pub(crate) fn call(_group: &Span, _id: u64, _name: &str, _optional: bool) -> Span {
+        pub(crate) fn call(_group: &GroupSpan, _id: u64, _name: &str, _optional: bool) -> Span {
             Span
         }
         pub(crate) fn attempt(_name: &str, _attempt: u32, _hedge: bool) -> Span {
@@ -292,10 +293,6 @@ mod on {
             false
         }
         #[inline(always)]
-        pub(crate) fn get(&self) -> Span {
-            Span
-        }
-        #[inline(always)]
         pub(crate) fn enter(&self) -> Entered {
             Entered
         }
@@ -336,6 +333,16 @@ impl<F> Traced<F> {
     }
 }
 
+/// Records `panicked` on a span if dropped while a panic unwinds out of its future's poll
+/// (forgotten when the poll returns).
+struct Unwinding<'a>(&'a Span);
+
+impl Drop for Unwinding<'_> {
+    fn drop(&mut self) {
+        self.0.finish(outcome_name(Outcome::Panicked), None, None);
+    }
+}
+
 /// `error` as the crate's spans record it.
 pub(crate) fn source(error: &BoxError) -> Option<&(dyn std::error::Error + 'static)> {
     Some(&**error)
@@ -351,7 +358,10 @@ impl<F: Future> Future for Traced<F> {
         };
         let ready = {
             let _entered = span.enter();
-            this.fut.poll(cx)
+            let unwinding = Unwinding(span);
+            let ready = this.fut.poll(cx);
+            std::mem::forget(unwinding);
+            ready
         };
         match ready {
             Poll::Ready(output) => {

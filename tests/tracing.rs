@@ -28,6 +28,8 @@ struct Seen {
     name: &'static str,
     parent: Option<u64>,
     fields: BTreeMap<String, String>,
+    /// How many times `outcome` was recorded: exactly once for a span that ended.
+    outcomes: usize,
     closed: bool,
 }
 
@@ -51,14 +53,23 @@ fn seen() -> &'static Mutex<Vec<Seen>> {
 
 struct Capture;
 
-struct Fields<'a>(&'a mut BTreeMap<String, String>);
+struct Fields<'a>(&'a mut Seen);
+
+impl Fields<'_> {
+    fn keep(&mut self, field: &Field, value: String) {
+        if field.name() == "outcome" {
+            self.0.outcomes += 1;
+        }
+        self.0.fields.insert(field.name().into(), value);
+    }
+}
 
 impl Visit for Fields<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.insert(field.name().into(), format!("{value:?}"));
+        self.keep(field, format!("{value:?}"));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().into(), value.into());
+        self.keep(field, value.into());
     }
 }
 
@@ -71,15 +82,16 @@ impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<
             .parent()
             .and_then(|parent| parent.extensions().get::<Serial>().map(|s| s.0));
         span.extensions_mut().insert(Serial(serial));
-        let mut fields = BTreeMap::new();
-        attrs.record(&mut Fields(&mut fields));
-        seen().lock().unwrap().push(Seen {
+        let mut new = Seen {
             serial,
             name: attrs.metadata().name(),
             parent,
-            fields,
+            fields: BTreeMap::new(),
+            outcomes: 0,
             closed: false,
-        });
+        };
+        attrs.record(&mut Fields(&mut new));
+        seen().lock().unwrap().push(new);
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: LayerContext<'_, S>) {
@@ -91,7 +103,7 @@ impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<
         };
         let mut seen = seen().lock().unwrap();
         if let Some(span) = seen.iter_mut().find(|span| span.serial == serial) {
-            values.record(&mut Fields(&mut span.fields));
+            values.record(&mut Fields(span));
         }
     }
 
@@ -140,15 +152,22 @@ fn child<'a>(spans: &'a [Seen], parent: &Seen, name: &str, key: &str, value: &st
         .unwrap_or_else(|| panic!("no {name} span with {key}={value} under {parent:?}: {spans:#?}"))
 }
 
-/// Waits until every span below the group is closed: spawned calls close theirs on their own
-/// tasks, a moment after `run` returns.
+/// Waits until every span below the group is closed (spawned calls close theirs on their own
+/// tasks, a moment after `run` returns), then checks that each of failfast's recorded its
+/// outcome exactly once.
 async fn all_closed(id: u64) -> (Seen, Vec<Seen>) {
     common::eventually("every span closed", || {
         let (group, below) = tree(id);
         group.closed && below.iter().all(|span| span.closed)
     })
     .await;
-    tree(id)
+    let (group, below) = tree(id);
+    for span in std::iter::once(&group).chain(&below) {
+        if ["group", "call", "attempt"].contains(&span.name) {
+            assert_eq!(span.outcomes, 1, "one outcome: {span:#?}");
+        }
+    }
+    (group, below)
 }
 
 on_every_executor!(
@@ -177,13 +196,13 @@ on_every_executor!(
         assert_eq!(err.service(), Some("orders"));
 
         let (group_span, below) = all_closed(group.id()).await;
-        let request_serial = seen()
+        let parent = seen()
             .lock()
             .unwrap()
             .iter()
             .find(|span| span.serial == group_span.parent.unwrap_or(0))
             .map(|span| span.name);
-        assert_eq!(request_serial, Some("request"), "the group is a child of the caller's span");
+        assert_eq!(parent, Some("request"), "the group is a child of the caller's span");
         assert_eq!(group_span.field("outcome"), Some("failed"));
         assert!(group_span.field("error").unwrap().contains("orders down"));
         assert!(group_span.field("elapsed_ms").is_some());
@@ -323,3 +342,179 @@ on_every_executor!(
         assert_eq!(group_span.field("outcome"), Some("cancelled"));
     }
 );
+
+on_every_executor!(
+    async fn a_call_span_says_timed_out_panicked_or_optional(ex) {
+        seen();
+        let ff = FailFast::builder().executor(ex).build().unwrap();
+        let group = ff.group(&Context::background());
+        let slow = |_ctx: Context| async {
+            futures_timer::Delay::new(Duration::from_secs(10)).await;
+            Ok::<_, BoxError>(())
+        };
+        let run = group.run(async {
+            let optional = group
+                .call("flaky", |_ctx| async { Err::<(), BoxError>("flaky down".into()) })
+                .optional();
+            let timed = group.call("slow", slow).timeout(ms(20)).optional();
+            let never = group.call("never", slow).timeout(Duration::ZERO).optional();
+            let panics = group
+                .call("panics", |_ctx| async {
+                    if true {
+                        panic!("boom");
+                    }
+                    Ok::<(), BoxError>(())
+                })
+                .optional();
+            let made_panics = group
+                .call("make-panics", |_ctx: Context| -> futures::future::Ready<Result<(), BoxError>> {
+                    panic!("no future")
+                })
+                .optional();
+            Ok(futures::join!(optional, timed, never, panics, made_panics))
+        });
+        let (a, b, c, d, e) = run.await.unwrap();
+        assert!(a.unwrap().is_none() && b.unwrap().is_none() && c.unwrap().is_none());
+        assert!(d.unwrap().is_none() && e.unwrap().is_none());
+
+        let (group_span, below) = all_closed(group.id()).await;
+        assert_eq!(group_span.field("outcome"), Some("succeeded"));
+        let outcome = |name| {
+            let call = child(&below, &group_span, "call", "service", name);
+            assert_eq!(call.field("optional"), Some("true"));
+            call.field("outcome").map(str::to_owned)
+        };
+        assert_eq!(outcome("flaky").as_deref(), Some("failed"));
+        assert_eq!(outcome("slow").as_deref(), Some("timed_out"));
+        assert_eq!(outcome("never").as_deref(), Some("timed_out"));
+        assert_eq!(outcome("panics").as_deref(), Some("panicked"));
+        assert_eq!(outcome("make-panics").as_deref(), Some("panicked"));
+        let never = child(&below, &group_span, "call", "service", "never");
+        assert_eq!(never.field("elapsed_ms"), Some("0"));
+    }
+);
+
+on_every_executor!(
+    async fn a_retry_attempt_cut_at_its_own_timeout_says_timed_out(ex) {
+        seen();
+        let clock = Manual::new();
+        let ff = on_clock(ex, &clock).build().unwrap();
+        let group = ff.group(&Context::background());
+        let made = std::sync::Arc::new(AtomicU64::new(0));
+        let kv = {
+            let (clock, made) = (clock.clone(), made.clone());
+            move |_ctx: Context| {
+                let n = made.fetch_add(1, Ordering::SeqCst) + 1;
+                let clock = clock.clone();
+                async move {
+                    clock.sleep(ms(if n == 1 { 100 } else { 5 })).await; // the first hangs
+                    Ok::<_, BoxError>(n)
+                }
+            }
+        };
+        let retry = Retry::builder()
+            .attempts(2)
+            .attempt_timeout(ms(10))
+            .backoff(Duration::ZERO, Duration::ZERO)
+            .build()
+            .unwrap();
+        let mut run = pin!(group.run(group.idempotent("kv", kv).retry(retry)));
+        // Each attempt: its service and its own timeout asleep.
+        for (sleepers, by) in [(2, 10), (2, 5)] {
+            assert!(
+                common::drive_until(run.as_mut(), || clock.sleepers() == sleepers)
+                    .await
+                    .is_none()
+            );
+            clock.advance(ms(by));
+        }
+        assert_eq!(finish(run).await.unwrap(), 2);
+
+        let (group_span, below) = all_closed(group.id()).await;
+        let call = child(&below, &group_span, "call", "service", "kv");
+        let first = child(&below, call, "attempt", "attempt", "1");
+        assert_eq!(first.field("outcome"), Some("timed_out"));
+        assert_eq!(first.field("elapsed_ms"), Some("10"));
+        let second = child(&below, call, "attempt", "attempt", "2");
+        assert_eq!(second.field("outcome"), Some("succeeded"));
+    }
+);
+
+on_every_executor!(
+    async fn a_panicking_retry_attempt_says_panicked(ex) {
+        seen();
+        let ff = FailFast::builder().executor(ex).build().unwrap();
+        let group = ff.group(&Context::background());
+        let boom = |_ctx: Context| async {
+            if true {
+                panic!("boom");
+            }
+            Ok::<u32, BoxError>(1)
+        };
+        let retry = Retry::builder().attempts(3).build().unwrap();
+        let err = group
+            .run(group.idempotent("boom", boom).retry(retry))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, failfast::Error::Panicked { .. }), "{err:?}");
+        let (group_span, below) = all_closed(group.id()).await;
+        let call = child(&below, &group_span, "call", "service", "boom");
+        assert_eq!(call.field("outcome"), Some("panicked"));
+        let first = child(&below, call, "attempt", "attempt", "1");
+        assert_eq!(first.field("outcome"), Some("panicked"));
+    }
+);
+
+#[test]
+fn a_call_whose_task_the_executor_drops_says_dropped() {
+    seen();
+    // Polls each task once, then drops it.
+    let careless = |mut task: futures::future::BoxFuture<'static, ()>| {
+        let waker = futures::task::noop_waker();
+        let _ = task
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&waker));
+    };
+    let ff = FailFast::builder().executor(careless).build().unwrap();
+    let group = ff.group(&Context::background());
+    let slow = group.call("slow", |_ctx| async {
+        futures_timer::Delay::new(Duration::from_secs(10)).await;
+        Ok::<_, BoxError>(())
+    });
+    let err = futures::executor::block_on(group.run(slow)).unwrap_err();
+    assert!(matches!(err, failfast::Error::Dropped { .. }), "{err:?}");
+    let (group_span, below) = futures::executor::block_on(all_closed(group.id()));
+    let call = child(&below, &group_span, "call", "service", "slow");
+    assert_eq!(call.field("outcome"), Some("dropped"));
+}
+
+on_every_executor!(
+    async fn a_dropped_run_cancels_its_call_spans(ex) {
+        seen();
+        let ff = FailFast::builder().executor(ex).build().unwrap();
+        let group = ff.group(&Context::background());
+        {
+            let slow = group.call("slow", |_ctx| async {
+                futures_timer::Delay::new(Duration::from_secs(10)).await;
+                Ok::<_, BoxError>(())
+            });
+            let mut run = Box::pin(group.run(slow));
+            let started = || tree(group.id()).1.iter().any(|span| span.name == "call");
+            assert!(common::drive_until(run.as_mut(), started).await.is_none());
+        }
+        let (group_span, below) = all_closed(group.id()).await;
+        assert_eq!(group_span.field("outcome"), Some("cancelled"));
+        let call = child(&below, &group_span, "call", "service", "slow");
+        assert_eq!(call.field("outcome"), Some("cancelled"));
+    }
+);
+
+/// With the feature on, `run` is still `Send`: a group runs inside a spawned task.
+#[test]
+fn run_is_send() {
+    fn send<T: Send>(_: &T) {}
+    let ff = FailFast::builder().build().unwrap();
+    let group = ff.group(&Context::background());
+    let run = group.run(group.call("one", |_ctx| async { Ok::<_, BoxError>(1) }));
+    send(&run);
+}
