@@ -23,6 +23,9 @@ usage: cargo run --example http_dashboard -- [options]
 SPEC is a comma-separated list of: ms=MIN-MAX (latency, uniform), fail=P (fraction of
 requests answered 500), stall=P (fraction that stall), stall-ms=MS (how long a stall lasts).";
 
+/// The most requests a load run sends (each keeps its latency in memory).
+const MAX_REQUESTS: usize = 1_000_000;
+
 /// How one backend behaves.
 #[derive(Debug, Clone, Copy)]
 pub struct Spec {
@@ -91,7 +94,8 @@ pub struct Args {
     pub trace: bool,
 }
 
-pub fn parse() -> Result<Args, String> {
+/// The arguments, `None` for `--help`.
+pub fn parse() -> Result<Option<Args>, String> {
     let mut args = Args {
         requests: 2000,
         rate: 400,
@@ -122,15 +126,15 @@ pub fn parse() -> Result<Args, String> {
                 let n: usize = value()?
                     .parse()
                     .map_err(|err| format!("--requests: {err}"))?;
-                if n == 0 {
-                    return Err("--requests must be at least 1".into());
+                if !(1..=MAX_REQUESTS).contains(&n) {
+                    return Err(format!("--requests must be 1 to {MAX_REQUESTS}"));
                 }
                 requests = Some(n);
             }
             "--rate" => {
                 let r: u32 = value()?.parse().map_err(|err| format!("--rate: {err}"))?;
-                if r == 0 {
-                    return Err("--rate must be at least 1".into());
+                if !(1..=100_000).contains(&r) {
+                    return Err("--rate must be 1 to 100000".into());
                 }
                 rate = Some(r);
             }
@@ -150,12 +154,12 @@ pub fn parse() -> Result<Args, String> {
             "--seed" => args.seed = value()?.parse().map_err(|err| format!("--seed: {err}"))?,
             "--smoke" => args.smoke = true,
             "--trace" => args.trace = true,
-            "--help" | "-h" => return Err(String::new()),
+            "--help" | "-h" => return Ok(None),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
     // A smoke run is short unless told otherwise.
     args.requests = requests.unwrap_or(if args.smoke { 300 } else { args.requests });
     args.rate = rate.unwrap_or(if args.smoke { 300 } else { args.rate });
-    Ok(args)
+    Ok(Some(args))
 }

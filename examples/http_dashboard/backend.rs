@@ -10,15 +10,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use failfast::Context;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use smol::net::TcpListener;
-use smol_hyper::rt::FuturesIo;
 
 use crate::args::Spec;
+use crate::serve;
 
 /// Profile ids from here on belong to nobody: the profile backend answers them 404.
 pub const UNKNOWN_USERS: u64 = 1_000_000;
@@ -94,23 +93,8 @@ pub async fn start(
         draws: AtomicU64::new(0),
         counters: counters.clone(),
     });
-    let spawner = ex.clone();
-    ex.spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let _ = stream.set_nodelay(true);
-            let state = state.clone();
-            spawner
-                .spawn(async move {
-                    let service = service_fn(move |req| handle(req, state.clone()));
-                    // Errors here are clients that went away: counted by the handler.
-                    let _ = http1::Builder::new()
-                        .serve_connection(FuturesIo::new(stream), service)
-                        .await;
-                })
-                .detach();
-        }
-    })
-    .detach();
+    let until = Context::background(); // until the program ends
+    serve::spawn(ex, listener, until, move |req| handle(req, state.clone()));
     Ok(Backend {
         kind,
         addr,

@@ -13,14 +13,12 @@ use failfast::{CancelHandle, Context, Error, FailFast, Hedge};
 use futures::future::try_join3;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use smol::net::TcpListener;
-use smol_hyper::rt::FuturesIo;
 use tracing::Instrument;
 
 use crate::client::{Pool, Status, Unreachable};
+use crate::serve;
 
 /// The dashboard's backends.
 pub struct Backends {
@@ -63,22 +61,19 @@ struct State {
 ///
 /// # Errors
 ///
-/// The bind's error, with the address in its message (a port already in use, say).
+/// The bind's error (`AddrInUse` for a port already in use, say).
 pub async fn start(
     ex: &Arc<smol::Executor<'static>>,
     port: u16,
     backends: Backends,
     settings: Settings,
-) -> Result<Front, String> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|err| format!("cannot listen on {addr}: {err}"))?;
-    let addr = listener.local_addr().map_err(|err| err.to_string())?;
+) -> std::io::Result<Front> {
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+    let addr = listener.local_addr()?;
     let ff = FailFast::builder()
         .timeout(settings.deadline)
         .build()
-        .map_err(|err| err.to_string())?;
+        .map_err(std::io::Error::other)?;
     let (server, shutdown) = Context::background().with_cancel();
     let state = Arc::new(State {
         ff,
@@ -86,27 +81,12 @@ pub async fn start(
         settings,
         server: server.clone(),
     });
-    let spawner = ex.clone();
-    ex.spawn(async move {
-        // Accepts until shutdown; then the listener closes and new connections are refused.
-        while let Some(Ok((stream, _))) = server.run_until_cancelled(listener.accept()).await {
-            let _ = stream.set_nodelay(true);
-            let state = state.clone();
-            spawner
-                .spawn(async move {
-                    let service = service_fn(move |req| serve(req, state.clone()));
-                    let _ = http1::Builder::new()
-                        .serve_connection(FuturesIo::new(stream), service)
-                        .await;
-                })
-                .detach();
-        }
-    })
-    .detach();
+    // Accepts until shutdown; then the listener closes and new connections are refused.
+    serve::spawn(ex, listener, server, move |req| route(req, state.clone()));
     Ok(Front { addr, shutdown })
 }
 
-async fn serve(
+async fn route(
     req: Request<Incoming>,
     state: Arc<State>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {

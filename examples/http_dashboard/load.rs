@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::{Either, select};
 use hyper::StatusCode;
 
 use crate::client::Pool;
@@ -14,12 +15,14 @@ pub struct Sample {
     pub status: Option<StatusCode>,
 }
 
-/// Sends `requests` GETs of `/dashboard/{id}` at `rate` per second through `pool`.
+/// Sends `requests` GETs of `/dashboard/{id}` at `rate` per second through `pool`, each given
+/// up (no answer) after `patience`.
 pub async fn run(
     ex: &Arc<smol::Executor<'static>>,
     pool: &Arc<Pool>,
     requests: usize,
     rate: u32,
+    patience: Duration,
 ) -> Vec<Sample> {
     let interval = Duration::from_secs(1) / rate;
     let start = Instant::now();
@@ -30,11 +33,12 @@ pub async fn run(
         let id = 1 + (i as u64 * 7919) % 100_000; // known users only
         tasks.push(ex.spawn(async move {
             let sent = Instant::now();
-            let status = pool
-                .fetch_any(&format!("/dashboard/{id}"))
-                .await
-                .ok()
-                .map(|(status, _)| status);
+            let path = format!("/dashboard/{id}");
+            let get = pool.fetch_any(&path);
+            let status = match select(Box::pin(get), smol::Timer::after(patience)).await {
+                Either::Left((Ok((status, _)), _)) => Some(status),
+                _ => None, // an error, or no answer in time (the request is dropped)
+            };
             Sample {
                 latency: sent.elapsed(),
                 status,

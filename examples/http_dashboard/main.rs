@@ -29,6 +29,7 @@ mod chart;
 mod client;
 mod front;
 mod load;
+mod serve;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -48,15 +49,21 @@ static TRACING: AtomicBool = AtomicBool::new(false);
 
 fn main() -> ExitCode {
     let args = match args::parse() {
-        Ok(args) => args,
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            println!("{}", args::USAGE); // --help
+            return ExitCode::SUCCESS;
+        }
         Err(message) => {
-            if !message.is_empty() {
-                eprintln!("error: {message}\n");
-            }
-            eprintln!("{}", args::USAGE);
+            eprintln!("error: {message}\n\n{}", args::USAGE);
             return ExitCode::from(2);
         }
     };
+    // The picture's path is checked before anything runs, not after the load runs.
+    if let Err(err) = writable(&args.svg) {
+        eprintln!("error: cannot write {}: {err}", args.svg);
+        return ExitCode::from(2);
+    }
     if args.trace {
         install_tracing();
     }
@@ -129,9 +136,13 @@ async fn tour(ex: &Arc<smol::Executor<'static>>, args: &args::Args) -> Result<Ve
         hedge,
         recs_timeout: args.recs_timeout,
     };
-    let dashboard =
-        front::start(ex, args.port, backends(profile.addr), settings(Some(hedge))).await?;
-    let plain = front::start(ex, 0, backends(profile.addr), settings(None)).await?;
+    let listen = |port: u16| move |err| format!("cannot listen on 127.0.0.1:{port}: {err}");
+    let dashboard = front::start(ex, args.port, backends(profile.addr), settings(Some(hedge)))
+        .await
+        .map_err(listen(args.port))?;
+    let plain = front::start(ex, 0, backends(profile.addr), settings(None))
+        .await
+        .map_err(listen(0))?;
     println!(
         "dashboard on http://{}/dashboard/{{id}} (orders hedged after {} ms), and without hedging on http://{}",
         dashboard.addr,
@@ -160,7 +171,9 @@ async fn tour(ex: &Arc<smol::Executor<'static>>, args: &args::Args) -> Result<Ve
         orders: Arc::new(Pool::new(slow_orders.addr, ex.clone())),
         ..backends(profile.addr)
     };
-    let domino = front::start(ex, 0, domino, settings(None)).await?;
+    let domino = front::start(ex, 0, domino, settings(None))
+        .await
+        .map_err(listen(0))?;
     let client2 = Pool::new(domino.addr, ex.clone());
     println!(
         "\n2. fail fast on the wire: profile answers 404, orders (1 s here, on http://{}) is in flight",
@@ -218,11 +231,15 @@ async fn tour(ex: &Arc<smol::Executor<'static>>, args: &args::Args) -> Result<Ve
     );
     let taken = dashboard.addr.port();
     let clash = front::start(ex, taken, backends(profile.addr), settings(None)).await;
-    let message = clash.as_ref().err().cloned().unwrap_or_default();
-    println!("   a second dashboard on port {taken}: {message}");
-    checks.check(message.contains("in use"), "a port in use is a clear error");
+    let in_use = matches!(&clash, Err(err) if err.kind() == std::io::ErrorKind::AddrInUse);
+    if let Err(err) = clash {
+        println!("   a second dashboard: {}", listen(taken)(err));
+    }
+    checks.check(in_use, "a port in use is a clear error");
     let nowhere = free_addr().await.map_err(|err| err.to_string())?;
-    let down = front::start(ex, 0, backends(nowhere), settings(None)).await?;
+    let down = front::start(ex, 0, backends(nowhere), settings(None))
+        .await
+        .map_err(listen(0))?;
     let (code, body) = get(&Pool::new(down.addr, ex.clone()), "/dashboard/42").await;
     println!(
         "   with the profile backend down: GET /dashboard/42 -> {} {body}",
@@ -250,7 +267,9 @@ async fn tour(ex: &Arc<smol::Executor<'static>>, args: &args::Args) -> Result<Ve
     for (label, front) in [("plain", &plain), ("hedged", &dashboard)] {
         let pool = Arc::new(Pool::new(front.addr, ex.clone()));
         let asked = orders.counters.get(|c| &c.received);
-        let samples = load::run(ex, &pool, args.requests, args.rate).await;
+        // No request waits past the deadline and a second of slack on the client's side.
+        let patience = args.deadline + Duration::from_secs(1);
+        let samples = load::run(ex, &pool, args.requests, args.rate, patience).await;
         let asked = orders.counters.get(|c| &c.received) - asked;
         let ok = samples
             .iter()
@@ -280,9 +299,6 @@ async fn tour(ex: &Arc<smol::Executor<'static>>, args: &args::Args) -> Result<Ve
         args.orders.stall * 100.0,
         args.orders.stall_ms
     );
-    if let Some(dir) = std::path::Path::new(&args.svg).parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
     chart::write(&args.svg, &title, &series)?;
     println!("   picture: {}", args.svg);
 
@@ -341,6 +357,18 @@ fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
+/// Makes `path`'s folder if it is missing, and checks that `path` can be written.
+fn writable(path: &str) -> std::io::Result<()> {
+    if let Some(dir) = std::path::Path::new(path).parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map(drop)
+}
+
 /// A loopback address nobody listens on.
 async fn free_addr() -> std::io::Result<std::net::SocketAddr> {
     let listener = smol::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -387,7 +415,9 @@ fn install_tracing() {
     }
     let layer = tracing_subscriber::fmt::layer()
         .with_span_events(FmtSpan::CLOSE)
-        .with_filter(filter::filter_fn(|_| TRACING.load(Ordering::Relaxed)));
+        .with_filter(filter::dynamic_filter_fn(|_, _| {
+            TRACING.load(Ordering::Relaxed)
+        }));
     let subscriber = tracing_subscriber::registry().with(layer);
     if tracing::subscriber::set_global_default(subscriber).is_err() {
         eprintln!("note: a tracing subscriber was already installed");
