@@ -170,6 +170,40 @@ async fn all_closed(id: u64) -> (Seen, Vec<Seen>) {
     (group, below)
 }
 
+/// A service whose first attempt sleeps `first` of virtual time and every later one `then`,
+/// answering its attempt's number.
+fn slow_first(
+    clock: &Manual,
+    first: u64,
+    then: u64,
+) -> impl FnMut(Context) -> futures::future::BoxFuture<'static, Result<u64, BoxError>> + Send + 'static
+{
+    let clock = clock.clone();
+    let made = std::sync::Arc::new(AtomicU64::new(0));
+    move |_ctx: Context| {
+        let n = made.fetch_add(1, Ordering::SeqCst) + 1;
+        let clock = clock.clone();
+        Box::pin(async move {
+            clock.sleep(ms(if n == 1 { first } else { then })).await;
+            Ok(n)
+        })
+    }
+}
+
+/// Drives `run` through `steps`: each time `sleepers` are asleep on `clock`, advances it by
+/// `by` milliseconds.
+async fn schedule<F: std::future::Future>(
+    mut run: std::pin::Pin<&mut F>,
+    clock: &Manual,
+    steps: &[(usize, u64)],
+) {
+    for &(sleepers, by) in steps {
+        let asleep = || clock.sleepers() == sleepers;
+        assert!(common::drive_until(run.as_mut(), asleep).await.is_none());
+        clock.advance(ms(by));
+    }
+}
+
 on_every_executor!(
     async fn a_group_and_its_calls_are_spans_that_say_how_each_ended(ex) {
         seen();
@@ -231,29 +265,12 @@ on_every_executor!(
         let clock = Manual::new();
         let ff = on_clock(ex, &clock).build().unwrap();
         let group = ff.group(&Context::background());
-        let made = std::sync::Arc::new(AtomicU64::new(0));
-        let kv = {
-            let (clock, made) = (clock.clone(), made.clone());
-            move |_ctx: Context| {
-                let n = made.fetch_add(1, Ordering::SeqCst) + 1;
-                let clock = clock.clone();
-                async move {
-                    // The first attempt is slow: the hedge, 10 ms later, wins.
-                    clock.sleep(ms(if n == 1 { 100 } else { 5 })).await;
-                    Ok::<_, BoxError>(n)
-                }
-            }
-        };
+        // The first attempt is slow: the hedge, 10 ms later, wins.
+        let kv = slow_first(&clock, 100, 5);
         let hedge = Hedge::builder().attempts(2).delay(ms(10)).build().unwrap();
         let mut run = pin!(group.run(group.idempotent("kv", kv).hedge(hedge)));
-        for (sleepers, by) in [(2, 10), (2, 5)] {
-            assert!(
-                common::drive_until(run.as_mut(), || clock.sleepers() == sleepers)
-                    .await
-                    .is_none()
-            );
-            clock.advance(ms(by));
-        }
+        // The first attempt and the hedge's timer asleep; then both attempts.
+        schedule(run.as_mut(), &clock, &[(2, 10), (2, 5)]).await;
         assert_eq!(finish(run).await.unwrap(), 2);
 
         let (group_span, below) = all_closed(group.id()).await;
@@ -400,18 +417,7 @@ on_every_executor!(
         let clock = Manual::new();
         let ff = on_clock(ex, &clock).build().unwrap();
         let group = ff.group(&Context::background());
-        let made = std::sync::Arc::new(AtomicU64::new(0));
-        let kv = {
-            let (clock, made) = (clock.clone(), made.clone());
-            move |_ctx: Context| {
-                let n = made.fetch_add(1, Ordering::SeqCst) + 1;
-                let clock = clock.clone();
-                async move {
-                    clock.sleep(ms(if n == 1 { 100 } else { 5 })).await; // the first hangs
-                    Ok::<_, BoxError>(n)
-                }
-            }
-        };
+        let kv = slow_first(&clock, 100, 5); // the first attempt hangs
         let retry = Retry::builder()
             .attempts(2)
             .attempt_timeout(ms(10))
@@ -420,14 +426,7 @@ on_every_executor!(
             .unwrap();
         let mut run = pin!(group.run(group.idempotent("kv", kv).retry(retry)));
         // Each attempt: its service and its own timeout asleep.
-        for (sleepers, by) in [(2, 10), (2, 5)] {
-            assert!(
-                common::drive_until(run.as_mut(), || clock.sleepers() == sleepers)
-                    .await
-                    .is_none()
-            );
-            clock.advance(ms(by));
-        }
+        schedule(run.as_mut(), &clock, &[(2, 10), (2, 5)]).await;
         assert_eq!(finish(run).await.unwrap(), 2);
 
         let (group_span, below) = all_closed(group.id()).await;
