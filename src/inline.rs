@@ -15,6 +15,7 @@ use pin_project_lite::pin_project;
 use crate::attempt::{Attempt, Phase, Settings, ended};
 use crate::context::Context;
 use crate::error::{BoxError, Error};
+use crate::observer::Outcome;
 use crate::state::Shared;
 use crate::timer::Timer;
 
@@ -179,6 +180,7 @@ where
         let this = self.project();
         let phase = std::mem::replace(this.phase, Phase::Done);
         let mut attempt = this.attempt;
+        attempt.as_mut().close_span(Outcome::Cancelled, timer);
         let _ = attempt.as_mut().stop();
         if matches!(phase, Phase::Launched | Phase::Running) {
             let (made, elapsed) = (attempt.made(), attempt.elapsed(timer));

@@ -111,18 +111,25 @@
 //!
 //! * `group` (`group_id`), a child of the span current where the group was made ([`FailFast::group`]),
 //!   entered while [`Group::run`] polls; it ends when `run` does;
-//! * `call` (`group_id`, `service`, `optional`), a child of its group's span, entered while
-//!   its service is made and polled, on whatever thread polls it: the service's own spans
-//!   (an HTTP client's, say) nest under it, spawned calls included;
-//! * `attempt` (`service`, `attempt`, `hedge`), a child of its call's span, for each attempt
-//!   of a call that retries or hedges ([`Group::idempotent`]).
+//! * `call` (`group_id`, `service`, `optional`, and `attempts` for a call that retries or
+//!   hedges), a child of its group's span, entered while its service is made and polled, on
+//!   whatever thread polls it: the service's own spans (an HTTP client's, say) nest under it,
+//!   spawned calls included;
+//! * `attempt` (`group_id`, `service`, `attempt`, `hedge`), a child of its call's span, for
+//!   each attempt of a call that retries or hedges ([`Group::idempotent`]).
 //!
 //! Each records `outcome` when it ends, with `elapsed_ms` (by the group's timer, so virtual
 //! under `timer::Manual`) and `error` (with its causes) when it failed. A call's or an
 //! attempt's outcome is `succeeded`, `failed`, `panicked`, `timed_out`, `cancelled` or
 //! `dropped`, as [`Outcome`] names them; a group's is `succeeded`, `failed`, `cancelled` or
-//! `deadline_exceeded`. A span whose work was dropped before it ended records `cancelled`.
-//! Spans that no subscriber wants cost a check each, and no clock read.
+//! `deadline_exceeded`. An attempt dropped before it ended (a hedge that lost, say) records
+//! `cancelled` without `elapsed_ms`: a subscriber times the span itself (fmt's `time.busy`
+//! and `time.idle`). Spans that no subscriber wants cost a check each, and no clock read.
+//!
+//! The `log` records are written as well. A subscriber that bridges `log` into `tracing`
+//! (tracing-subscriber's `tracing-log` feature, on by default) shows them as events without
+//! their key-values; the spans carry the same facts, so such a subscriber may filter the
+//! `failfast` target out of the bridge, or the application may keep a `log` logger for it.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]

@@ -24,7 +24,7 @@ use crate::policy::retry::{AttemptFailure, AttemptTimedOut, GaveUp, Jitter, Retr
 use crate::records::{chain, millis};
 use crate::state::Shared;
 use crate::sync::lock;
-use crate::trace::{Span, Traced, outcome_name, source};
+use crate::trace::{Span, Traced, outcome_name, record_attempts, source};
 
 /// Runs an idempotent call's service: once, under its retry policy, or hedged.
 pub(crate) async fn attempts<V, Er, Fut, F>(
@@ -61,7 +61,8 @@ where
         };
         let (outcome, span) = {
             let _cancel = cancel.drop_guard(); // the attempt's own work ends with it
-            let span = Span::attempt(&name, attempt, false);
+            record_attempts(attempt);
+            let span = Span::attempt(shared.id, &name, attempt, false);
             let service = {
                 let _entered = span.enter();
                 make(attempt_ctx.clone())
@@ -267,7 +268,8 @@ where
     let max = hedge.attempts.get();
     let mut launch = |n: u32| {
         let (attempt_ctx, cancel) = ctx.with_cancel();
-        let span = Span::attempt(&name, n, n > 1);
+        record_attempts(n);
+        let span = Span::attempt(shared.id, &name, n, n > 1);
         let service = {
             let _entered = span.enter();
             make(attempt_ctx)

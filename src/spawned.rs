@@ -289,8 +289,13 @@ pin_project! {
             let mut attempt = this.attempt;
             let cell = &**this.cell;
             let aborted = cell.aborted.load(Ordering::Acquire);
-            if !*this.done && !aborted {
-                attempt.as_mut().close_span(Outcome::Dropped, &*this.timer);
+            if !*this.done {
+                let outcome = if aborted {
+                    Outcome::Cancelled
+                } else {
+                    Outcome::Dropped // lost by the executor
+                };
+                attempt.as_mut().close_span(outcome, &*this.timer);
             }
             let _ = attempt.as_mut().stop();
             if !*this.done {

@@ -56,6 +56,7 @@ mod on {
                 group_id = $id,
                 service = $name,
                 optional = $optional,
+                attempts = Empty,
                 outcome = Empty,
                 elapsed_ms = Empty,
                 error = Empty,
@@ -90,10 +91,11 @@ mod on {
         }
 
         /// An attempt's span, a child of the current span (its call's).
-        pub(crate) fn attempt(name: &str, attempt: u32, hedge: bool) -> Span {
+        pub(crate) fn attempt(group: u64, name: &str, attempt: u32, hedge: bool) -> Span {
             let span = tracing::info_span!(
                 target: "failfast",
                 "attempt",
+                group_id = group,
                 service = name,
                 attempt,
                 hedge,
@@ -251,7 +253,7 @@ mod on {
         pub(crate) fn call(_group: &GroupSpan, _id: u64, _name: &str, _optional: bool) -> Span {
             Span
         }
-        pub(crate) fn attempt(_name: &str, _attempt: u32, _hedge: bool) -> Span {
+        pub(crate) fn attempt(_group: u64, _name: &str, _attempt: u32, _hedge: bool) -> Span {
             Span
         }
         #[inline(always)]
@@ -291,6 +293,15 @@ mod on {
 }
 
 pub(crate) use on::{GroupSpan, Span};
+
+/// Records on the current span, a retried or hedged call's (its runner is polled inside it),
+/// how many attempts the call started.
+pub(crate) fn record_attempts(attempts: u32) {
+    #[cfg(feature = "tracing")]
+    tracing::Span::current().record("attempts", attempts);
+    #[cfg(not(feature = "tracing"))]
+    let _ = attempts;
+}
 
 pin_project! {
     /// A future polled inside `span`, which it hands back with the output, for the caller to

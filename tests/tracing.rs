@@ -256,6 +256,7 @@ on_every_executor!(
         assert!(orders.field("elapsed_ms").is_some());
         let recs = child(&below, &group_span, "call", "service", "recs");
         assert_eq!(recs.field("outcome"), Some("cancelled"), "cut by the failure");
+        assert!(recs.field("elapsed_ms").is_some(), "a cancelled call is timed too");
     }
 );
 
@@ -278,11 +279,13 @@ on_every_executor!(
         let call = child(&below, &group_span, "call", "service", "kv");
         assert_eq!(call.field("outcome"), Some("succeeded"));
         assert_eq!(call.field("elapsed_ms"), Some("15"), "virtual time");
+        assert_eq!(call.field("attempts"), Some("2"), "the call says how many it started");
         let first = child(&below, call, "attempt", "attempt", "1");
         assert_eq!(first.field("hedge"), Some("false"));
         assert_eq!(first.field("outcome"), Some("cancelled"), "the loser");
         let second = child(&below, call, "attempt", "attempt", "2");
         assert_eq!(second.field("hedge"), Some("true"));
+        assert_eq!(second.field("group_id"), Some(&*group.id().to_string()));
         assert_eq!(second.field("outcome"), Some("succeeded"));
         assert_eq!(second.field("elapsed_ms"), Some("5"));
     }
@@ -323,6 +326,7 @@ on_every_executor!(
             assert_eq!(attempt.field("outcome"), Some("failed"));
             assert_eq!(attempt.field("error"), Some(&*format!("try {n} failed")));
         }
+        assert_eq!(call.field("attempts"), Some("3"));
         let third = child(&below, call, "attempt", "attempt", "3");
         assert_eq!(third.field("outcome"), Some("succeeded"));
     }
@@ -485,6 +489,7 @@ fn a_call_whose_task_the_executor_drops_says_dropped() {
     let (group_span, below) = futures::executor::block_on(all_closed(group.id()));
     let call = child(&below, &group_span, "call", "service", "slow");
     assert_eq!(call.field("outcome"), Some("dropped"));
+    assert!(call.field("elapsed_ms").is_some());
 }
 
 on_every_executor!(
@@ -505,6 +510,7 @@ on_every_executor!(
         assert_eq!(group_span.field("outcome"), Some("cancelled"));
         let call = child(&below, &group_span, "call", "service", "slow");
         assert_eq!(call.field("outcome"), Some("cancelled"));
+        assert!(call.field("elapsed_ms").is_some());
     }
 );
 
