@@ -322,7 +322,7 @@ async fn tour(ex: &Arc<smol::Executor<'static>>, args: &args::Args) -> Result<Ve
         ("profile", &profile),
         ("orders", &orders),
         ("recs", &recs),
-        ("orders (1 s, step 2)", &slow_orders),
+        ("slow orders (step 2)", &slow_orders),
     ] {
         report(label, backend);
     }
