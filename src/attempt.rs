@@ -245,12 +245,7 @@ impl<Mk, Fut, S> Attempt<Mk, Fut, S> {
     pub(crate) fn close_span<T: Timer>(self: Pin<&mut Self>, outcome: Outcome, timer: &T) {
         let this = self.project();
         let span = std::mem::replace(this.span, Span::none());
-        if span.enabled() {
-            let elapsed = this
-                .started
-                .map(|started| timer.now().saturating_duration_since(started));
-            span.end(outcome_name(outcome), elapsed, None);
-        }
+        end_span(span, *this.started, outcome, None, timer);
     }
 }
 
@@ -271,11 +266,22 @@ fn close<V, T: Timer>(
         Err(Error::Service { .. }) if shared.ctx.is_cancelled() => Outcome::Cancelled,
         Err(error) => Outcome::of(error),
     };
+    end_span(span, started, outcome, result.as_ref().err(), timer);
+}
+
+/// Ends a call's span as `outcome`, timed from `started` (no clock read if nobody wants it).
+fn end_span<T: Timer>(
+    span: Span,
+    started: Option<Instant>,
+    outcome: Outcome,
+    error: Option<&Error>,
+    timer: &T,
+) {
+    if !span.enabled() {
+        return;
+    }
     let elapsed = started.map(|started| timer.now().saturating_duration_since(started));
-    let error = result
-        .as_ref()
-        .err()
-        .map(|error| error as &(dyn std::error::Error + 'static));
+    let error = error.map(|error| error as &(dyn std::error::Error + 'static));
     span.end(outcome_name(outcome), elapsed, error);
 }
 

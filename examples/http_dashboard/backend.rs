@@ -36,12 +36,6 @@ pub struct Counters {
     pub went_away: AtomicU64,
 }
 
-impl Counters {
-    pub fn get(&self, counter: fn(&Counters) -> &AtomicU64) -> u64 {
-        counter(self).load(Ordering::SeqCst)
-    }
-}
-
 /// Which backend: its path prefix and its answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

@@ -179,8 +179,8 @@ async fn tour(ex: &Arc<smol::Executor<'static>>, args: &args::Args) -> Result<Ve
         "\n2. fail fast on the wire: profile answers 404, orders (1 s here, on http://{}) is in flight",
         slow_orders.addr
     );
-    let received = slow_orders.counters.get(|c| &c.received);
-    let before = slow_orders.counters.get(|c| &c.went_away);
+    let received = slow_orders.counters.received.load(Ordering::SeqCst);
+    let before = slow_orders.counters.went_away.load(Ordering::SeqCst);
     let tries = 20;
     let mut not_found = 0;
     let mut slowest = Duration::ZERO;
@@ -197,8 +197,8 @@ async fn tour(ex: &Arc<smol::Executor<'static>>, args: &args::Args) -> Result<Ve
         }
     }
     // The backend notices a closed connection a moment later, on its own task.
-    let went_away = settle(|| slow_orders.counters.get(|c| &c.went_away) - before).await;
-    let received = slow_orders.counters.get(|c| &c.received) - received;
+    let went_away = settle(|| slow_orders.counters.went_away.load(Ordering::SeqCst) - before).await;
+    let received = slow_orders.counters.received.load(Ordering::SeqCst) - received;
     println!(
         "   {tries} such requests: {not_found} answered 404, the slowest in {:.1} ms",
         ms(slowest)
@@ -266,11 +266,11 @@ async fn tour(ex: &Arc<smol::Executor<'static>>, args: &args::Args) -> Result<Ve
     let mut runs = Vec::new();
     for (label, front) in [("plain", &plain), ("hedged", &dashboard)] {
         let pool = Arc::new(Pool::new(front.addr, ex.clone()));
-        let asked = orders.counters.get(|c| &c.received);
+        let asked = orders.counters.received.load(Ordering::SeqCst);
         // No request waits past the deadline and a second of slack on the client's side.
         let patience = args.deadline + Duration::from_secs(1);
         let samples = load::run(ex, &pool, args.requests, args.rate, patience).await;
-        let asked = orders.counters.get(|c| &c.received) - asked;
+        let asked = orders.counters.received.load(Ordering::SeqCst) - asked;
         let ok = samples
             .iter()
             .filter(|s| s.status == Some(StatusCode::OK))
@@ -395,9 +395,9 @@ fn report(label: &str, backend: &Backend) {
     let c: &Counters = &backend.counters;
     println!(
         "   {label:>20}: {} / {} / {}",
-        c.get(|c| &c.answered),
-        c.get(|c| &c.refused),
-        c.get(|c| &c.went_away)
+        c.answered.load(Ordering::SeqCst),
+        c.refused.load(Ordering::SeqCst),
+        c.went_away.load(Ordering::SeqCst)
     );
 }
 
