@@ -50,7 +50,10 @@ pin_project! {
     /// Runs one service: `Mk` makes its future `Fut`; `S` is the timer's sleep.
     #[project = AttemptProj]
     pub(crate) struct Attempt<Mk, Fut, S> {
-        make: Option<Mk>,
+        // The maker, then the service's future, then nothing: one field the size of the
+        // larger of the two, not both.
+        #[pin]
+        stage: Stage<Mk, Fut>,
         // The service was called (its future made).
         made: bool,
         // When the service was called, if the call times itself.
@@ -60,14 +63,23 @@ pin_project! {
         own: Option<Pin<Box<Own<S>>>>,
         // The call's `tracing` span, from when its service is made until it ends.
         span: Span,
-        #[pin]
-        fut: Option<Fut>,
     }
 
     impl<Mk, Fut, S> PinnedDrop for Attempt<Mk, Fut, S> {
         fn drop(this: Pin<&mut Self>) {
             let _ = this.stop();
         }
+    }
+}
+
+pin_project! {
+    /// Where an attempt is: not started (its maker), running (its service), or over.
+    #[project = StageProj]
+    #[project_replace = StageOwned]
+    enum Stage<Mk, Fut> {
+        Make { make: Mk },
+        Run { #[pin] fut: Fut },
+        Over,
     }
 }
 
@@ -85,12 +97,11 @@ pin_project! {
 impl<Mk, Fut, S> Attempt<Mk, Fut, S> {
     pub(crate) fn new(make: Mk) -> Self {
         Attempt {
-            make: Some(make),
+            stage: Stage::Make { make },
             made: false,
             started: None,
             own: None,
             span: Span::none(),
-            fut: None,
         }
     }
 
@@ -110,12 +121,18 @@ impl<Mk, Fut, S> Attempt<Mk, Fut, S> {
     /// call's own context. Returns the message of a panic raised by the service's destructor.
     pub(crate) fn stop(self: Pin<&mut Self>) -> Option<String> {
         let this = self.project();
-        let (mut fut, own, make) = (this.fut, this.own, this.make);
+        let (mut stage, own) = (this.stage, this.own);
+        if matches!(*stage, Stage::Over) && own.is_none() && !this.span.enabled() {
+            return None; // stopped already: nothing left to drop
+        }
         let panicked = {
             let _entered = this.span.enter();
-            catch_unwind(AssertUnwindSafe(|| fut.set(None)))
+            // The maker or the service; a maker's panic while dropped is not the service's.
+            let was_running = matches!(*stage, Stage::Run { .. });
+            catch_unwind(AssertUnwindSafe(|| stage.set(Stage::Over)))
                 .err()
                 .map(contain)
+                .filter(|_| was_running)
         };
         // Closes the span: `cancelled` unless the call recorded how it ended.
         *this.span = Span::none();
@@ -123,7 +140,6 @@ impl<Mk, Fut, S> Attempt<Mk, Fut, S> {
             own.cancel.cancel();
         }
         let _ = catch_unwind(AssertUnwindSafe(|| *own = None));
-        let _ = catch_unwind(AssertUnwindSafe(|| *make = None));
         panicked
     }
 
@@ -150,7 +166,8 @@ impl<Mk, Fut, S> Attempt<Mk, Fut, S> {
         let timeout = settings.timeout;
         let mut this = self.as_mut().project();
         if !*this.made {
-            let Some(make) = this.make.take() else {
+            // Not made: the stage is the maker, or over if the call was stopped first.
+            let StageOwned::Make { make } = this.stage.as_mut().project_replace(Stage::Over) else {
                 return Poll::Pending; // stopped before it started
             };
             *this.made = true;
@@ -193,7 +210,7 @@ impl<Mk, Fut, S> Attempt<Mk, Fut, S> {
                 catch_unwind(AssertUnwindSafe(|| make(ctx)))
             };
             match made {
-                Ok(fut) => this.fut.set(Some(fut)),
+                Ok(fut) => this.stage.set(Stage::Run { fut }),
                 Err(payload) => {
                     let result = Err(panicked(name, payload));
                     let span = std::mem::replace(this.span, Span::none());
@@ -203,7 +220,7 @@ impl<Mk, Fut, S> Attempt<Mk, Fut, S> {
             }
         }
 
-        let Some(fut) = this.fut.as_mut().as_pin_mut() else {
+        let StageProj::Run { fut } = this.stage.as_mut().project() else {
             return Poll::Pending;
         };
         let polled = {
