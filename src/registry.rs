@@ -46,10 +46,11 @@ struct Inner<E, T> {
 enum CallSlot<E, T> {
     /// Polled by the group: the executor is `Inline`.
     Inline(Pin<Box<dyn InlineEntry<T>>>),
-    /// Handed to the executor; `local` when the executor handed it back.
+    /// Handed to the executor; `local` when the executor handed it back (boxed: rare, and
+    /// it would double the size of every slot).
     Spawned {
         entry: Arc<dyn Entry<E, T>>,
-        local: Option<Local>,
+        local: Option<Box<Local>>,
     },
     /// Its outcome was taken, or it was cancelled.
     Gone,
@@ -370,7 +371,7 @@ where
                 }
             }
             CallSlot::Spawned { entry, local } => {
-                *local = entry.clone().launch(env.executor, env.timer);
+                *local = entry.clone().launch(env.executor, env.timer).map(Box::new);
             }
             CallSlot::Gone => {}
         }
