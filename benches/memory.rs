@@ -16,8 +16,8 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use failfast::{BoxError, Context, OrderService, Profile, ProfileService, UserAggregator, UserId};
@@ -331,13 +331,19 @@ fn main() {
     for n in [10_000, 100_000] {
         #[cfg(feature = "smol")]
         {
+            // One aggregator for all, as a server has (built by the first aggregate).
+            let shared = OnceLock::new();
             in_flight_smol("smol: failfast Smol + AsyncIo", n, |ex, hangs, id| {
-                let agg = UserAggregator::builder(hangs.clone(), hangs)
-                    .executor(failfast::executor::Smol::new(ex.clone()))
-                    .timer(failfast::timer::AsyncIo)
-                    .timeout(TIMEOUT)
-                    .build()
-                    .unwrap();
+                let agg = Arc::clone(shared.get_or_init(|| {
+                    Arc::new(
+                        UserAggregator::builder(hangs.clone(), hangs)
+                            .executor(failfast::executor::Smol::new(ex.clone()))
+                            .timer(failfast::timer::AsyncIo)
+                            .timeout(TIMEOUT)
+                            .build()
+                            .unwrap(),
+                    )
+                }));
                 async move {
                     let _ = agg.aggregate(&Context::background(), id).await;
                 }
@@ -358,16 +364,21 @@ fn main() {
         }
         #[cfg(feature = "tokio")]
         {
+            let shared = OnceLock::new();
             in_flight_tokio(
                 "tokio: failfast Tokio + Tokio timer",
                 n,
                 |handle, hangs, id| {
-                    let agg = UserAggregator::builder(hangs.clone(), hangs)
-                        .executor(failfast::executor::Tokio::new(handle.clone()))
-                        .timer(failfast::timer::Tokio::new(handle.clone()))
-                        .timeout(TIMEOUT)
-                        .build()
-                        .unwrap();
+                    let agg = Arc::clone(shared.get_or_init(|| {
+                        Arc::new(
+                            UserAggregator::builder(hangs.clone(), hangs)
+                                .executor(failfast::executor::Tokio::new(handle.clone()))
+                                .timer(failfast::timer::Tokio::new(handle.clone()))
+                                .timeout(TIMEOUT)
+                                .build()
+                                .unwrap(),
+                        )
+                    }));
                     async move {
                         let _ = agg.aggregate(&Context::background(), id).await;
                     }
