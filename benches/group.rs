@@ -273,18 +273,76 @@ fn spawn_smol(c: &mut Criterion) {
     }
 }
 
+/// The hand-written async-std fan-out: `n` tasks spawned on its global executor, their
+/// handles joined in input order by `try_join_all` and raced against a `Timer`. (Dropping an
+/// async-std handle detaches its task rather than cancelling it; here every shard answers at
+/// once, so nothing is left running.)
+#[cfg(feature = "async-std")]
+async fn async_std_tasks(n: usize) -> Result<Vec<usize>, BoxError> {
+    let tasks: Vec<_> = (0..n).map(|i| async_std::task::spawn(shard(i))).collect();
+    race_lazy(try_join_all(tasks), || async_io::Timer::after(TIMEOUT)).await
+}
+
+#[cfg(feature = "async-std")]
+fn spawn_async_std(c: &mut Criterion) {
+    let ff = FailFast::builder()
+        .executor(failfast::executor::AsyncStd)
+        .timer(failfast::timer::AsyncIo)
+        .timeout(TIMEOUT)
+        .build()
+        .unwrap();
+    let ctx = Context::background();
+    for n in SPAWN_SIZES {
+        let mut group = c.benchmark_group(format!("group-spawn/async-std/{n}"));
+        group.throughput(Throughput::Elements(n as u64));
+        check(
+            "failfast",
+            async_std::task::block_on(fan_out(&ff, &ctx, n)),
+            n,
+        );
+        check("baseline", async_std::task::block_on(async_std_tasks(n)), n);
+        group.bench_function("failfast", |b| {
+            b.iter_custom(|iters| {
+                // The whole loop runs in one task, as an application's would.
+                async_std::task::block_on(async {
+                    let start = std::time::Instant::now();
+                    for _ in 0..iters {
+                        std::hint::black_box(fan_out(&ff, &ctx, n).await.ok());
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+        group.bench_function("baseline", |b| {
+            b.iter_custom(|iters| {
+                async_std::task::block_on(async {
+                    let start = std::time::Instant::now();
+                    for _ in 0..iters {
+                        std::hint::black_box(async_std_tasks(n).await.ok());
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+        group.finish();
+    }
+}
+
 #[cfg(not(feature = "tokio"))]
 fn inline_tokio_timer(_: &mut Criterion) {}
 #[cfg(not(feature = "tokio"))]
 fn spawn_tokio(_: &mut Criterion) {}
 #[cfg(not(feature = "smol"))]
 fn spawn_smol(_: &mut Criterion) {}
+#[cfg(not(feature = "async-std"))]
+fn spawn_async_std(_: &mut Criterion) {}
 
 criterion_group!(
     benches,
     inline_async_io,
     inline_tokio_timer,
     spawn_tokio,
-    spawn_smol
+    spawn_smol,
+    spawn_async_std
 );
 criterion_main!(benches);
