@@ -16,8 +16,8 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use failfast::{BoxError, Context, OrderService, Profile, ProfileService, UserAggregator, UserId};
@@ -332,7 +332,7 @@ fn main() {
         #[cfg(feature = "smol")]
         {
             // One aggregator for all, as a server has (built by the first aggregate).
-            let shared = OnceLock::new();
+            let shared = std::sync::OnceLock::new();
             in_flight_smol("smol: failfast Smol + AsyncIo", n, |ex, hangs, id| {
                 let agg = Arc::clone(shared.get_or_init(|| {
                     Arc::new(
@@ -364,7 +364,7 @@ fn main() {
         }
         #[cfg(feature = "tokio")]
         {
-            let shared = OnceLock::new();
+            let shared = std::sync::OnceLock::new();
             in_flight_tokio(
                 "tokio: failfast Tokio + Tokio timer",
                 n,
