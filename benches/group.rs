@@ -73,6 +73,16 @@ async fn fan_out<E: Executor, T: Timer>(
         .await
 }
 
+/// Awaits `iters` runs of `one`, one after the other; returns how long they took.
+#[cfg(any(feature = "smol", feature = "async-std"))]
+async fn timed<F: Future>(iters: u64, mut one: impl FnMut() -> F) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    for _ in 0..iters {
+        std::hint::black_box(one().await);
+    }
+    start.elapsed()
+}
+
 /// Checks, before measuring, that a variant returns the `n` values in input order.
 fn check<E: std::fmt::Debug>(variant: &str, result: Result<Vec<usize>, E>, n: usize) {
     let expected: Vec<usize> = (0..n).collect();
@@ -246,28 +256,12 @@ fn spawn_smol(c: &mut Criterion) {
         group.throughput(Throughput::Elements(n as u64));
         check("failfast", smol::block_on(ex.run(fan_out(&ff, &ctx, n))), n);
         check("baseline", smol::block_on(ex.run(smol_tasks(&ex, n))), n);
+        // The whole loop runs inside the executor, as an application's task would.
         group.bench_function("failfast", |b| {
-            b.iter_custom(|iters| {
-                // The whole loop runs inside the executor, as an application's task would.
-                smol::block_on(ex.run(async {
-                    let start = std::time::Instant::now();
-                    for _ in 0..iters {
-                        std::hint::black_box(fan_out(&ff, &ctx, n).await.ok());
-                    }
-                    start.elapsed()
-                }))
-            })
+            b.iter_custom(|iters| smol::block_on(ex.run(timed(iters, || fan_out(&ff, &ctx, n)))))
         });
         group.bench_function("baseline", |b| {
-            b.iter_custom(|iters| {
-                smol::block_on(ex.run(async {
-                    let start = std::time::Instant::now();
-                    for _ in 0..iters {
-                        std::hint::black_box(smol_tasks(&ex, n).await.ok());
-                    }
-                    start.elapsed()
-                }))
-            })
+            b.iter_custom(|iters| smol::block_on(ex.run(timed(iters, || smol_tasks(&ex, n)))))
         });
         group.finish();
     }
@@ -301,28 +295,12 @@ fn spawn_async_std(c: &mut Criterion) {
             n,
         );
         check("baseline", async_std::task::block_on(async_std_tasks(n)), n);
+        // The whole loop runs in one task, as an application's would.
         group.bench_function("failfast", |b| {
-            b.iter_custom(|iters| {
-                // The whole loop runs in one task, as an application's would.
-                async_std::task::block_on(async {
-                    let start = std::time::Instant::now();
-                    for _ in 0..iters {
-                        std::hint::black_box(fan_out(&ff, &ctx, n).await.ok());
-                    }
-                    start.elapsed()
-                })
-            })
+            b.iter_custom(|iters| async_std::task::block_on(timed(iters, || fan_out(&ff, &ctx, n))))
         });
         group.bench_function("baseline", |b| {
-            b.iter_custom(|iters| {
-                async_std::task::block_on(async {
-                    let start = std::time::Instant::now();
-                    for _ in 0..iters {
-                        std::hint::black_box(async_std_tasks(n).await.ok());
-                    }
-                    start.elapsed()
-                })
-            })
+            b.iter_custom(|iters| async_std::task::block_on(timed(iters, || async_std_tasks(n))))
         });
         group.finish();
     }
