@@ -60,8 +60,8 @@ async fn baseline(ctx: &Context) -> Result<(Profile, u32), BoxError> {
     }
 }
 
-/// The fastest of `rounds` rounds of `iterations` runs of `one`, per run; rounds alternate
-/// between `a` and `b`.
+/// The time per run of `a` and of `b` in their fastest of `rounds` rounds of `iterations` runs
+/// each; the rounds of `a` and `b` alternate.
 fn best_of<A, B>(rounds: usize, iterations: usize, mut a: A, mut b: B) -> (Duration, Duration)
 where
     A: FnMut(),
