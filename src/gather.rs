@@ -184,6 +184,12 @@ impl<V: 'static> Future for Gather<'_, V> {
                     this.failed += 1;
                     this.last_failure = Some(failure);
                 }
+                Poll::Ready(Err(error)) if this.best_effort && error.is_deadline_exceeded() => {
+                    // A failure seen after the deadline counts as the deadline (the call may
+                    // have failed because of it): best effort takes stock now, as it would
+                    // had it seen the deadline first.
+                    return Poll::Ready(this.finish());
+                }
                 Poll::Ready(Err(error)) => {
                     // Not the call's own failure: the group is ending (cancelled, deadline).
                     this.done = true;
