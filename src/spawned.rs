@@ -152,6 +152,25 @@ impl<V, Mk> Cell<V, Mk> {
         );
         self.handle_waker.wake();
     }
+
+    /// Cancels the task: it drops its service at its next poll, woken for it.
+    fn cancel_task(&self) {
+        if self.ended.load(Ordering::Acquire) {
+            return;
+        }
+        self.aborted.store(true, Ordering::Release);
+        let make = {
+            let mut state = lock(&self.state);
+            if state.phase == Phase::Registered {
+                state.phase = Phase::Done;
+                state.make.take()
+            } else {
+                None
+            }
+        };
+        drop(make);
+        self.task_waker.wake();
+    }
 }
 
 impl<V, Mk> Slot<V> for Cell<V, Mk>
@@ -181,21 +200,10 @@ where
     }
 
     fn abort(&self) {
-        if self.ended.load(Ordering::Acquire) {
-            return;
-        }
-        self.aborted.store(true, Ordering::Release);
-        let make = {
-            let mut state = lock(&self.state);
-            if state.phase == Phase::Registered {
-                state.phase = Phase::Done;
-                state.make.take()
-            } else {
-                None
-            }
-        };
-        drop(make);
-        self.task_waker.wake();
+        // The handle is gone: its waker must not be woken when the task, cancelled, ends later
+        // on another thread (a spurious wake-up of a task that has moved on).
+        drop(self.handle_waker.take());
+        self.cancel_task();
     }
 }
 
@@ -252,7 +260,7 @@ where
         if lock(&self.state).phase == Phase::Registered {
             self.refuse(error.clone());
         }
-        Slot::abort(self);
+        self.cancel_task();
     }
 }
 

@@ -189,3 +189,71 @@ fn a_successful_aggregate_cancels_the_context_it_gave_the_services() {
     assert!(order_calls.last_context().unwrap().is_cancelled());
     assert!(!ctx.is_cancelled(), "the caller's own context is untouched");
 }
+
+/// Counts the times it is woken.
+struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_call_cancelled_after_run_returned_does_not_wake_the_caller_when_its_task_ends_later() {
+    use std::sync::{Arc, Mutex, atomic::Ordering};
+    use std::task::{Context as TaskContext, Poll, Waker};
+
+    use failfast::{BoxError, FailFast};
+    use futures::future::BoxFuture;
+
+    // An executor whose tasks the test polls by hand, in the order it chooses.
+    let tasks: Arc<Mutex<Vec<BoxFuture<'static, ()>>>> = Arc::default();
+    let queue = tasks.clone();
+    let ff = FailFast::builder()
+        .executor(move |task| queue.lock().unwrap().push(task))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let group = ff.group(&Context::background());
+    let hangs = group.call("hangs", |_ctx| {
+        std::future::pending::<Result<(), BoxError>>()
+    });
+    let fails = group.call("fails", |_ctx| async {
+        Err::<(), _>(BoxError::from("down"))
+    });
+    let mut run = Box::pin(group.run(futures::future::try_join(hangs, fails)));
+
+    let caller = Arc::new(CountingWaker(Default::default()));
+    let waker = Waker::from(caller.clone());
+    let mut cx = TaskContext::from_waker(&waker);
+    assert!(run.as_mut().poll(&mut cx).is_pending());
+    let [hanging, failing]: [BoxFuture<'static, ()>; 2] =
+        std::mem::take(&mut *tasks.lock().unwrap())
+            .try_into()
+            .ok()
+            .unwrap();
+    let mut failing = failing;
+    let mut noop = TaskContext::from_waker(Waker::noop());
+    assert!(failing.as_mut().poll(&mut noop).is_ready());
+    let Poll::Ready(Err(err)) = run.as_mut().poll(&mut cx) else {
+        panic!("the failure did not end run");
+    };
+    assert_eq!(err.service(), Some("fails"));
+    drop(run); // the caller moves on; its waker may be reused for anything else
+    let woken = caller.0.load(Ordering::SeqCst);
+
+    // The cancelled call's task ends later, on the executor's schedule.
+    let mut hanging = hanging;
+    assert!(hanging.as_mut().poll(&mut noop).is_ready());
+    drop(hanging);
+    assert_eq!(
+        caller.0.load(Ordering::SeqCst),
+        woken,
+        "a call whose handle was dropped woke the caller when its task ended"
+    );
+}
