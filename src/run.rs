@@ -186,7 +186,7 @@ impl<E: Executor, T: Timer> Group<'_, E, T> {
     fn settle<R>(
         &self,
         result: Result<R, Error>,
-        sleep: Option<Pin<&mut T::Sleep>>,
+        mut sleep: Pin<&mut Option<T::Sleep>>,
         fired: bool,
         cx: &mut TaskContext<'_>,
     ) -> Result<R, Error> {
@@ -202,7 +202,9 @@ impl<E: Executor, T: Timer> Group<'_, E, T> {
         };
 
         // A deadline long past whose sleep has still not fired: the timer is not being driven.
-        if let (Some(deadline), Some(sleep), false) = (shared.deadline, sleep, fired) {
+        if let (Some(deadline), Some(sleep), false) =
+            (shared.deadline, sleep.as_mut().as_pin_mut(), fired)
+        {
             let late = now.saturating_duration_since(deadline);
             if late >= LATE
                 && !matches!(
@@ -246,6 +248,9 @@ impl<E: Executor, T: Timer> Group<'_, E, T> {
             let keys = [("elapsed_ms", Value::from(millis(elapsed)))];
             records.write(Level::Debug, "group finished", &keys);
         }
+        // The deadline's sleep is freed now, before the calls are cancelled, rather than when
+        // the caller drops this future: some timers wake a thread of theirs to forget it.
+        sleep.set(None);
         self.observe_end(elapsed, result.as_ref().err());
         self.close();
         result
@@ -431,7 +436,7 @@ where
             None => Poll::Pending,
             Some(result) => {
                 *this.stage = RunStage::Done;
-                Poll::Ready(group.settle(result, this.sleep.as_pin_mut(), *this.fired, cx))
+                Poll::Ready(group.settle(result, this.sleep.as_mut(), *this.fired, cx))
             }
         }
     }

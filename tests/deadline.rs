@@ -201,3 +201,36 @@ fn context_with_timeout_of_duration_max_does_not_panic() {
         .with_timeout(Duration::MAX);
     assert!(ctx.deadline().is_some());
 }
+
+#[test]
+fn the_deadlines_sleep_is_released_when_run_returns_not_when_its_future_is_dropped() {
+    use failfast::{BoxError, FailFast};
+    use std::task::{Context as TaskContext, Poll, Waker};
+
+    let clock = Manual::new();
+    let ff = FailFast::builder()
+        .timer(clock.clone())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let group = ff.group(&Context::background());
+    let (answer, answered) = futures::channel::oneshot::channel::<u32>();
+    let call = group.call("slow", move |_ctx| async move {
+        answered.await.map_err(BoxError::from)
+    });
+    let mut run = Box::pin(group.run(call));
+    let mut cx = TaskContext::from_waker(Waker::noop());
+    assert!(run.as_mut().poll(&mut cx).is_pending());
+    assert_eq!(clock.sleepers(), 1, "the group waits on its deadline");
+
+    answer.send(7).unwrap();
+    assert!(matches!(run.as_mut().poll(&mut cx), Poll::Ready(Ok(7))));
+    // Some timers wake a thread of theirs to forget a sleep: that happens before `run` returns,
+    // not later, whenever the caller gets round to dropping the finished future.
+    assert_eq!(
+        clock.sleepers(),
+        0,
+        "the finished run still holds its sleep"
+    );
+    drop(run);
+}
