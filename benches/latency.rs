@@ -2,7 +2,11 @@
 //!
 //! 1. **Fail-fast latency**: from the moment the failing service returns its error to the
 //!    moment `aggregate` returns, while the sibling is still pending (it never answers); next
-//!    to a hand-written aggregate that spawns both calls and `try_join`s their tasks.
+//!    to a hand-written aggregate that does the same job: spawns both calls when first
+//!    polled, `try_join`s their tasks raced against the same deadline on the same timer, and
+//!    cancels the sibling when it returns. The failing service blocks its thread for 200 µs
+//!    first, so that the caller has parked and what is timed is the wake-up path (without it,
+//!    the p50 jumped between 1 and 50 µs from run to run, by whether the caller had parked).
 //! 2. **Deadline overshoot**: how late `DeadlineExceeded` arrives after the deadline, per
 //!    timer, with the machine idle and with every core busy. A negative value (early) is
 //!    counted separately and must be zero.
@@ -33,7 +37,15 @@ fn nanos_since_base(at: Instant) -> u64 {
     u64::try_from(at.duration_since(base()).as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Yields once (so that the sibling is started and pending), then records the time and fails.
+/// The aggregate's deadline, far away: on failfast's default timer (futures-timer) for
+/// failfast and the hand-written aggregates alike.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the failing service blocks its thread before failing.
+const PARKED: Duration = Duration::from_micros(200);
+
+/// Yields once (so that the sibling is started and pending), blocks its thread for [`PARKED`],
+/// then records the time and fails.
 struct FailsAfterAYield;
 
 impl ProfileService for FailsAfterAYield {
@@ -49,6 +61,10 @@ impl ProfileService for FailsAfterAYield {
             }
         })
         .await;
+        // Block this worker long enough for the thread awaiting the aggregate to park, so that
+        // what is timed is the wake-up path, not a race with the caller's first poll (which,
+        // won or lost at random, moved the p50 between 1 and 50 µs from run to run).
+        std::thread::sleep(PARKED);
         FAILED_AT.store(nanos_since_base(Instant::now()), Ordering::SeqCst);
         Err("profile db down".into())
     }
@@ -91,7 +107,7 @@ fn samples() -> usize {
 fn fail_fast<E: Executor>(name: &str, ex: E) {
     let agg = UserAggregator::builder(FailsAfterAYield, Hangs)
         .executor(ex)
-        .timeout(Duration::from_secs(60))
+        .timeout(TIMEOUT)
         .build()
         .unwrap();
     let ctx = Context::background();
@@ -126,17 +142,28 @@ fn fail_fast_baseline(name: &str, spawn: impl Fn(Spawned) -> Spawned) {
     let mut latencies = Vec::with_capacity(n);
     for _ in 0..n {
         let (for_profile, for_orders) = (Context::background(), Context::background());
-        let profile = spawn(Box::pin(async move {
-            let service = FailsAfterAYield;
-            service.profile(for_profile, 1).await.map(drop)
-        }));
-        let orders = spawn(Box::pin(async move {
-            let service = Hangs;
-            OrderService::order_count(&service, for_orders, 1)
-                .await
-                .map(drop)
-        }));
-        let joined = futures::executor::block_on(futures::future::try_join(profile, orders));
+        // Spawned inside the aggregate's future, when it is first polled, as an `async fn`
+        // aggregate does (and as failfast does): not before `block_on` starts.
+        let aggregate = async {
+            let profile = spawn(Box::pin(async move {
+                let service = FailsAfterAYield;
+                service.profile(for_profile, 1).await.map(drop)
+            }));
+            let orders = spawn(Box::pin(async move {
+                let service = Hangs;
+                OrderService::order_count(&service, for_orders, 1)
+                    .await
+                    .map(drop)
+            }));
+            // The same deadline as failfast's aggregate, on the same timer (its default).
+            let joined = std::pin::pin!(futures::future::try_join(profile, orders));
+            let deadline = futures_timer::Delay::new(TIMEOUT);
+            match futures::future::select(joined, deadline).await {
+                futures::future::Either::Left((result, _)) => result,
+                futures::future::Either::Right(_) => Err("deadline exceeded".into()),
+            }
+        };
+        let joined = futures::executor::block_on(aggregate);
         let returned = nanos_since_base(Instant::now());
         assert!(joined.is_err());
         latencies.push(returned.saturating_sub(FAILED_AT.load(Ordering::SeqCst)));
@@ -177,6 +204,17 @@ struct AbortOnDrop(tokio::task::AbortHandle);
 
 #[cfg(feature = "tokio")]
 impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Aborts an abortable future when dropped.
+#[cfg(feature = "async-std")]
+struct AbortHandleOnDrop(futures::future::AbortHandle);
+
+#[cfg(feature = "async-std")]
+impl Drop for AbortHandleOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
@@ -267,9 +305,17 @@ fn main() {
     #[cfg(feature = "async-std")]
     {
         fail_fast("async-std", executor::AsyncStd);
-        // async-std's JoinHandle detaches when dropped: the hanging calls are left behind.
+        // async-std's JoinHandle detaches when dropped: each call is made abortable (the
+        // design card's `AbortHandle`) and aborted when its handle is dropped, as failfast
+        // cancels the calls still in flight.
         fail_fast_baseline("async-std: baseline spawn x2 + try_join", |call| {
-            Box::pin(async_std::task::spawn(call))
+            let (call, abort) = futures::future::abortable(call);
+            let task = async_std::task::spawn(call);
+            let guard = AbortHandleOnDrop(abort);
+            Box::pin(async move {
+                let _guard = guard;
+                task.await.map_err(BoxError::from)?
+            })
         });
     }
 
