@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use futures::task::AtomicWaker;
 
 use crate::context::{CancelHandle, Clock, Context};
-use crate::error::Error;
+use crate::error::{Error, SharedError};
 use crate::observer::Observer;
 use crate::records::Records;
 use crate::sync::lock;
@@ -111,10 +111,11 @@ impl Shared {
             *failure = Some(error.clone());
             self.failed.store(true, Ordering::Release);
         }
-        // errgroup's `WithContext`: the calls' context is cancelled with the first failure as
-        // its cause.
-        self.cancel.cancel_reason(Some(Arc::new(error)));
+        // The driver first: it settles the group at once. errgroup's `WithContext`: the calls'
+        // context is cancelled with the first failure as its cause, here or by the driver,
+        // whichever comes first (see `cause`).
         self.waker.wake();
+        self.cancel.cancel_reason(Some(Arc::new(error)));
     }
 
     /// Whether a required call has failed.
@@ -132,12 +133,24 @@ impl Shared {
 
     /// Cancels the calls' context.
     pub(crate) fn cancel(&self) {
-        self.cancel.cancel();
+        if !self.cancel.is_cancelled() {
+            self.cancel.cancel_reason(self.cause());
+        }
     }
 
     /// Cancels the calls' context as of `now`, the group timer's time just read.
     pub(crate) fn cancel_at(&self, now: Instant) {
-        self.cancel.cancel_at(now);
+        if !self.cancel.is_cancelled() {
+            self.cancel.cancel_at(now, self.cause());
+        }
+    }
+
+    /// The cause the calls' context is cancelled with: the first failure of a required call,
+    /// if there has been one (the thread that met it may not have cancelled the context yet
+    /// when the group settles), else none: a plain cancellation.
+    fn cause(&self) -> Option<SharedError> {
+        self.failure()
+            .map(|failure| Arc::new(failure) as SharedError)
     }
 
     /// A local call's waker fired.

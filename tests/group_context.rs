@@ -201,3 +201,89 @@ on_every_executor!(
         assert_eq!(ctx.remaining(), Some(ms(10)), "no virtual time passed");
     }
 );
+
+/// What the run of two calls yields.
+type Outcome = Result<((), ()), Error>;
+
+/// Polls the run it holds whenever it is woken, from inside `wake`: the group then settles
+/// while the call that woke it is still in the middle of failing.
+struct SettlesInWake {
+    run: Mutex<Option<futures::future::BoxFuture<'static, Outcome>>>,
+    result: Mutex<Option<Outcome>>,
+}
+
+impl std::task::Wake for SettlesInWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let Ok(mut run) = self.run.try_lock() else {
+            return; // being polled already
+        };
+        let Some(future) = run.as_mut() else { return };
+        let waker = std::task::Waker::from(self.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        if let std::task::Poll::Ready(result) = future.as_mut().poll(&mut cx) {
+            *run = None;
+            *self.result.lock().unwrap() = Some(result);
+        }
+    }
+}
+
+#[test]
+fn the_first_failure_is_the_cause_even_when_the_group_settles_before_its_thread_cancels() {
+    // Tasks polled by hand; `ff` and the group leaked so that the run can live in the waker.
+    let tasks: Arc<Mutex<Vec<futures::future::BoxFuture<'static, ()>>>> = Arc::default();
+    let queue = tasks.clone();
+    let ff = Box::leak(Box::new(
+        FailFast::builder()
+            .executor(move |task| queue.lock().unwrap().push(task))
+            .build()
+            .unwrap(),
+    ));
+    let group = Box::leak(Box::new(ff.group(&Context::background())));
+    let kept: Kept = Arc::default();
+    let keep = kept.clone();
+    let run = group.run(try_join(
+        group.call("waiter", move |ctx: Context| async move {
+            *keep.lock().unwrap() = Some(ctx.clone());
+            ctx.done().await;
+            Ok::<_, BoxError>(())
+        }),
+        group.call("profile", |_ctx| async { Err::<(), _>("profile db down") }),
+    ));
+    let driver = Arc::new(SettlesInWake {
+        run: Mutex::new(Some(Box::pin(run))),
+        result: Mutex::new(None),
+    });
+    std::task::Wake::wake_by_ref(&driver); // the first poll launches both calls
+    let [mut waiter, mut profile]: [futures::future::BoxFuture<'static, ()>; 2] =
+        std::mem::take(&mut *tasks.lock().unwrap())
+            .try_into()
+            .ok()
+            .unwrap();
+    let mut noop = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(waiter.as_mut().poll(&mut noop).is_pending());
+
+    // The run, re-polled inside the wake-up the failure makes, settles right there.
+    assert!(profile.as_mut().poll(&mut noop).is_ready());
+    let err = driver
+        .result
+        .lock()
+        .unwrap()
+        .take()
+        .expect("settled")
+        .unwrap_err();
+    assert_eq!(err.service(), Some("profile"));
+    let ctx = kept
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the waiter kept its context");
+    let cause = ctx.cause().expect("cancelled");
+    let failure = cause
+        .downcast_ref::<Error>()
+        .expect("the group's error is the cause");
+    assert_eq!(failure.service(), Some("profile"));
+}

@@ -139,10 +139,10 @@ impl CancelHandle {
         self.node.cancel(Reason { at, cause })
     }
 
-    /// Cancels without a cause, as of `at` on this context's clock: for a canceller that has
-    /// just read that clock.
-    pub(crate) fn cancel_at(&self, at: Instant) -> bool {
-        self.node.cancel(Reason { at, cause: None })
+    /// Cancels with `cause` (none: a plain cancellation), as of `at` on this context's clock:
+    /// for a canceller that has just read that clock.
+    pub(crate) fn cancel_at(&self, at: Instant, cause: Option<SharedError>) -> bool {
+        self.node.cancel(Reason { at, cause })
     }
 
     /// Whether the context has been cancelled, by this handle or from above.
