@@ -212,3 +212,39 @@ fn a_gather_of_zero_needs_nothing_and_cancels_every_call() {
         assert_eq!(stuck.calls().in_flight(), 0);
     });
 }
+
+#[test]
+fn best_effort_counts_a_failure_met_at_the_deadline_instant_as_the_deadline() {
+    // Inline, so that the order is fixed: at 20 ms the failing replica's answer is seen in the
+    // same poll as the deadline, and after it.
+    let clock = Manual::new();
+    let finished = Finished::default();
+    let ff = on_clock(failfast::executor::Inline, &clock)
+        .observer(finished.clone())
+        .timeout(ms(20))
+        .build()
+        .unwrap();
+    let mocks = replicas(&clock, 2, &[1]); // 0 answers at 10 ms, 1 fails at 20 ms
+    let group = ff.group(&Context::background());
+    let calls = mocks.iter().map(|m| group.call("replica", order(m)));
+    futures::executor::block_on(async {
+        let mut run = pin!(group.run(group.gather(1, calls).best_effort()));
+        assert!(
+            drive_until(run.as_mut(), || clock.sleepers() == 3)
+                .await
+                .is_none()
+        );
+        clock.advance(ms(10));
+        assert!(
+            drive_until(run.as_mut(), || finished.get() == 1)
+                .await
+                .is_none()
+        );
+        clock.advance(ms(10)); // the deadline, and the failure, at the same instant
+        assert_eq!(
+            finish(run).await.unwrap(),
+            [(0, 0)],
+            "what succeeded by the deadline, not DeadlineExceeded"
+        );
+    });
+}
