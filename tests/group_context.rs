@@ -206,7 +206,8 @@ on_every_executor!(
 type Outcome = Result<((), ()), Error>;
 
 /// Polls the run it holds whenever it is woken, from inside `wake`: the group then settles
-/// while the call that woke it is still in the middle of failing.
+/// while the call that woke it is still inside its failure (no lock of the group may be held
+/// across that wake-up).
 struct SettlesInWake {
     run: Mutex<Option<futures::future::BoxFuture<'static, Outcome>>>,
     result: Mutex<Option<Outcome>>,
@@ -232,7 +233,7 @@ impl std::task::Wake for SettlesInWake {
 }
 
 #[test]
-fn the_first_failure_is_the_cause_even_when_the_group_settles_before_its_thread_cancels() {
+fn a_run_polled_from_inside_the_failures_wake_up_settles_with_the_failure_as_the_cause() {
     // Tasks polled by hand; `ff` and the group leaked so that the run can live in the waker.
     let tasks: Arc<Mutex<Vec<futures::future::BoxFuture<'static, ()>>>> = Arc::default();
     let queue = tasks.clone();
