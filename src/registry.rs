@@ -233,6 +233,10 @@ impl<E, T: Timer> Registry<E, T> {
             inner.next = inner.slots.len();
             shared.set_in_run(false);
             shared.cancel();
+            // Nobody drives the group any more: calls that end later (a cancelled task on its
+            // executor's thread, freeing a slot under a limit, or failing) must not wake the
+            // last driver, which has moved on.
+            drop(shared.waker.take());
             let error = Error::Misuse {
                 message: GROUP_FINISHED,
             };

@@ -248,9 +248,10 @@ impl<E: Executor, T: Timer> Group<'_, E, T> {
             let keys = [("elapsed_ms", Value::from(millis(elapsed)))];
             records.write(Level::Debug, "group finished", &keys);
         }
-        // The deadline's sleep is freed now, before the calls are cancelled, rather than when
-        // the caller drops this future: some timers wake a thread of theirs to forget it.
-        sleep.set(None);
+        // The deadline's sleep is freed now, before the calls' tasks are stopped, rather than
+        // when the caller drops this future: some timers wake a thread of theirs to forget it.
+        // A timer that panics in its destructor is contained, as its other panics are.
+        let _ = catch_unwind(AssertUnwindSafe(|| sleep.set(None)));
         self.observe_end(elapsed, result.as_ref().err());
         self.close();
         result

@@ -245,3 +245,58 @@ impl fmt::Debug for Shared {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::Logger;
+    use crate::timer::Manual;
+
+    fn shared() -> Shared {
+        let clock: Arc<dyn Clock> = Arc::new(Manual::new());
+        let records = Records::new(Logger::Global, 1);
+        Shared::new(1, &Context::background(), clock, None, false, records, None)
+    }
+
+    #[test]
+    fn a_group_settling_before_the_failing_thread_cancels_still_gives_the_failure_as_cause() {
+        // The window `fail` leaves between recording the failure and cancelling the context,
+        // in which a driver on another thread may settle the group.
+        let shared = shared();
+        let failure = Error::Misuse {
+            message: "first failure",
+        };
+        *lock(&shared.failure) = Some(failure);
+        shared.failed.store(true, Ordering::Release);
+        shared.cancel_at(shared.started);
+        let cause = shared.ctx.cause().expect("cancelled");
+        let error = cause
+            .downcast_ref::<Error>()
+            .expect("the failure is the cause");
+        assert!(
+            matches!(
+                error,
+                Error::Misuse {
+                    message: "first failure"
+                }
+            ),
+            "{error:?}"
+        );
+        // The failing thread's own cancellation, arriving second, changes nothing.
+        let late = Arc::new(Error::Misuse {
+            message: "first failure",
+        });
+        assert!(!shared.cancel.cancel_reason(Some(late)));
+    }
+
+    #[test]
+    fn without_a_failure_the_group_cancels_its_calls_without_a_cause_of_its_own() {
+        let shared = shared();
+        shared.cancel();
+        assert!(shared.ctx.is_cancelled());
+        assert_eq!(
+            shared.ctx.cause().expect("cancelled").to_string(),
+            "context cancelled"
+        );
+    }
+}

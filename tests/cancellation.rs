@@ -205,6 +205,19 @@ impl std::task::Wake for CountingWaker {
 
 #[test]
 fn a_call_cancelled_after_run_returned_does_not_wake_the_caller_when_its_task_ends_later() {
+    cancelled_call_ends_after_run_returned(None);
+}
+
+#[test]
+fn under_a_limit_too_a_call_ending_after_run_returned_does_not_wake_the_caller() {
+    // Under a limit, a call that ends frees its slot and wakes the group's driver.
+    cancelled_call_ends_after_run_returned(Some(2));
+}
+
+/// A group of a call that hangs and one that fails, on an executor the test polls by hand:
+/// the cancelled call's task ends only after `run` has returned and been dropped, and must
+/// not wake the caller's waker then.
+fn cancelled_call_ends_after_run_returned(limit: Option<usize>) {
     use std::sync::{Arc, Mutex, atomic::Ordering};
     use std::task::{Context as TaskContext, Poll, Waker};
 
@@ -214,11 +227,15 @@ fn a_call_cancelled_after_run_returned_does_not_wake_the_caller_when_its_task_en
     // An executor whose tasks the test polls by hand, in the order it chooses.
     let tasks: Arc<Mutex<Vec<BoxFuture<'static, ()>>>> = Arc::default();
     let queue = tasks.clone();
-    let ff = FailFast::builder()
+    let builder = FailFast::builder()
         .executor(move |task| queue.lock().unwrap().push(task))
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+        .timeout(Duration::from_secs(30));
+    let ff = match limit {
+        Some(n) => builder.limit(n),
+        None => builder,
+    }
+    .build()
+    .unwrap();
     let group = ff.group(&Context::background());
     let hangs = group.call("hangs", |_ctx| {
         std::future::pending::<Result<(), BoxError>>()
