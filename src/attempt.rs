@@ -229,6 +229,17 @@ impl<Mk, Fut, S> Attempt<Mk, Fut, S> {
         };
         let mut result = match polled {
             Ok(Poll::Ready(Ok(value))) => Ok(value),
+            // An error once the call's own deadline has passed is the service obeying its
+            // context, whose deadline that is (a retried call's attempt cut there, say): the
+            // call timed out, as an error past the group's deadline is the deadline.
+            Ok(Poll::Ready(Err(_)))
+                if this
+                    .own
+                    .as_ref()
+                    .is_some_and(|own| timer.now() >= own.deadline) =>
+            {
+                Err(timed_out(name, timeout))
+            }
             Ok(Poll::Ready(Err(error))) => Err(Error::Service {
                 service: name.clone(),
                 source: Arc::from(error.into()),

@@ -156,7 +156,9 @@ impl<'g, V> Call<'g, V> {
     ///
     /// The call's context carries the earlier of this deadline and the group's. When this one
     /// passes first, the call is cancelled and ends with [`Error::TimedOut`] naming it, which
-    /// fails the group at once, unless the call is [`optional`](Call::optional). A call waiting
+    /// fails the group at once, unless the call is [`optional`](Call::optional). So does a
+    /// service that sees its context done at that deadline and returns an error of its own
+    /// (a retried call's last attempt cut there, say). A call waiting
     /// for a slot under a [`limit`](crate::FailFastBuilder::limit) starts its clock when it gets
     /// one. `Duration::ZERO` times out at once without calling the service; a timeout too large
     /// for an `Instant` means none.

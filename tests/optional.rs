@@ -217,3 +217,27 @@ fn a_call_timeout_too_large_for_an_instant_means_none() {
         assert_eq!(finish(run).await.unwrap(), 1);
     });
 }
+
+on_every_executor!(
+    async fn a_service_that_gives_up_at_its_calls_own_deadline_timed_out_it_did_not_fail(ex) {
+        let clock = Manual::new();
+        let ff = FailFast::builder().executor(ex).timer(clock.clone()).build().unwrap();
+        let group = ff.group(&Context::background());
+        // The service honours its context: at its deadline it stops, with an error of its own.
+        let call = group
+            .call("ledger", |ctx: Context| async move {
+                ctx.done().await;
+                Err::<u32, BoxError>("gave up: context done".into())
+            })
+            .timeout(ms(50));
+        let mut run = pin!(group.run(call));
+        // The call's own deadline is asleep twice: in the group and in the service's `done()`.
+        assert!(drive_until(run.as_mut(), || clock.sleepers() == 2).await.is_none());
+        clock.advance(ms(50));
+        let err = finish(run).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::TimedOut { service, .. } if service == "ledger"),
+            "whichever of the two wakes first, the call timed out: {err:?}"
+        );
+    }
+);

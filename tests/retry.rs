@@ -429,3 +429,31 @@ fn every_failed_attempt_and_the_answer_are_logged_with_keys() {
         );
     });
 }
+
+on_every_executor!(
+    async fn a_retried_call_cut_at_its_own_timeout_says_it_timed_out(ex) {
+        let clock = Manual::new();
+        let ff = on_clock(ex, &clock).build().unwrap();
+        let policy = Retry::builder()
+            .attempts(5)
+            .backoff(Duration::ZERO, Duration::ZERO)
+            .attempt_timeout(ms(30))
+            .build()
+            .unwrap();
+        let group = ff.group(&Context::background());
+        let call = group
+            .idempotent("kv", |_ctx| std::future::pending::<Result<u8, BoxError>>())
+            .retry(policy)
+            .timeout(ms(80));
+        let mut run = pin!(group.run(call));
+        // Attempts start at 0, 30 and 60 ms; the call's own deadline is at 80 ms, and so is
+        // the third attempt's (never later than the call's).
+        assert!(advance_when(run.as_mut(), &clock, 2, ms(30)).await.is_none());
+        assert!(advance_when(run.as_mut(), &clock, 2, ms(30)).await.is_none());
+        assert!(advance_when(run.as_mut(), &clock, 2, ms(20)).await.is_none());
+        let err = finish(run).await.unwrap_err();
+        assert!(matches!(&err, Error::TimedOut { .. }), "{err:?}");
+        assert_eq!(err.service(), Some("kv"));
+        assert_eq!(err.to_string(), "kv service timed out after 80.0ms");
+    }
+);

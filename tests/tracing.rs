@@ -410,8 +410,11 @@ on_every_executor!(
         assert_eq!(outcome("never").as_deref(), Some("timed_out"));
         assert_eq!(outcome("panics").as_deref(), Some("panicked"));
         assert_eq!(outcome("make-panics").as_deref(), Some("panicked"));
+        // Never called, so never waited for: a few ms at most in real time on a busy machine
+        // (it read "2" once in CI-like runs), not the 10 s its service would take.
         let never = child(&below, &group_span, "call", "service", "never");
-        assert_eq!(never.field("elapsed_ms"), Some("0"));
+        let elapsed: f64 = never.field("elapsed_ms").unwrap().parse().unwrap();
+        assert!(elapsed < 1_000.0, "{elapsed} ms");
     }
 );
 
