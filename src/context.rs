@@ -174,7 +174,9 @@ impl Context {
     /// Like [`with_timeout`](Context::with_timeout), with `cause` as the
     /// [cause](Context::cause) reported when this deadline is what ends the context (Go's
     /// `WithTimeoutCause`). If the parent's deadline is earlier, it wins and `cause` is
-    /// ignored.
+    /// ignored. A group run under this context and ended by this deadline returns
+    /// [`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded), as Go's `Err()` does;
+    /// the cause is the context's: `ctx.cause()`.
     ///
     /// # Examples
     ///
@@ -593,6 +595,10 @@ impl Context {
     /// # Cancellation
     ///
     /// Dropping the future only stops waiting.
+    ///
+    /// Inside a group, a cancelled call's future is also dropped, and whether the service is
+    /// polled in between to see `done()` complete is a race: cleanup that must run belongs in
+    /// a `Drop` guard, not after `done()`.
     ///
     /// # Examples
     ///

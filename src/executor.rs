@@ -180,9 +180,10 @@ impl Executor for AsyncStd {
 ///
 /// The executor must be running (`ex.run(..)` on some thread) for the calls to make
 /// progress; if it is not, the group ends at its deadline with a warning that its calls were
-/// never polled, and the cancelled calls stay queued (their futures alive) until the executor
-/// runs or is dropped. For smol's global
-/// executor, use the closure form: `.executor(|task| smol::spawn(task).detach())`.
+/// never polled (a group with no deadline waits for ever, or until the caller cancels), and
+/// the cancelled calls stay queued (their futures alive) until the executor runs or is
+/// dropped. For smol's global executor, use the closure form:
+/// `.executor(|task| smol::spawn(task).detach())`.
 ///
 /// # Examples
 ///
