@@ -22,6 +22,9 @@ pub(crate) trait Driver: Sync {
     fn finished(&self) -> bool;
     /// The call `index` is no longer wanted: cancel it now if the group polls it.
     fn forget(&self, index: usize);
+    /// The spawned call `index` has ended and its outcome was taken: drop what the group
+    /// holds of its task, here and now if the group is not being driven on another thread.
+    fn release(&self, index: usize);
     /// The group's timer's time.
     fn now(&self) -> Instant;
     /// Changes the settings of the inline call `index`; false once it has been launched.
@@ -257,7 +260,13 @@ impl<V: 'static> Future for Call<'_, V> {
                     Poll::Pending => Poll::Pending,
                 }
             }
-            Source::Spawned(_, slot) => slot.poll_outcome(cx),
+            Source::Spawned(index, slot) => {
+                let outcome = slot.poll_outcome(cx);
+                if outcome.is_ready() {
+                    this.driver.release(*index);
+                }
+                outcome
+            }
         };
         match outcome {
             Poll::Ready(outcome) => {

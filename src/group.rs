@@ -59,7 +59,7 @@ use crate::timer::Timer;
 /// # Ok::<_, failfast::Error>(()) })?;
 /// # Ok::<_, Box<dyn std::error::Error>>(())
 /// ```
-pub struct Group<'ff, E, T> {
+pub struct Group<'ff, E: Executor, T> {
     pub(crate) ff: &'ff FailFast<E, T>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) registry: Registry<E, T>,
@@ -313,6 +313,10 @@ impl<E: Executor, T: Timer> Driver for Group<'_, E, T> {
         self.registry.forget(index, &self.shared, &self.ff.timer);
     }
 
+    fn release(&self, index: usize) {
+        self.registry.release(index);
+    }
+
     fn now(&self) -> Instant {
         self.ff.timer.now()
     }
@@ -331,14 +335,14 @@ impl<E: Executor, T: Timer> Driver for Group<'_, E, T> {
     }
 }
 
-impl<E, T> Drop for Group<'_, E, T> {
+impl<E: Executor, T> Drop for Group<'_, E, T> {
     fn drop(&mut self) {
         // Without a finished `run` only if the group never ran, or its `run` was leaked.
         (self.close)(&self.registry, &self.shared, &self.ff.timer);
     }
 }
 
-impl<E: fmt::Debug, T: fmt::Debug> fmt::Debug for Group<'_, E, T> {
+impl<E: Executor + fmt::Debug, T: fmt::Debug> fmt::Debug for Group<'_, E, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Group")
             .field("id", &self.shared.id)

@@ -11,8 +11,9 @@ use std::task::{Context as TaskContext, Poll};
 
 use crate::attempt::{GROUP_FINISHED, Phase, Settings};
 use crate::error::Error;
+use crate::executor::Executor;
 use crate::inline::InlineEntry;
-use crate::spawned::{Entry, Local};
+use crate::spawned::{Entry, Launched, Local};
 use crate::state::Shared;
 use crate::sync::lock;
 use crate::timer::Timer;
@@ -25,13 +26,13 @@ pub(crate) const ALREADY_RAN: &str =
 const NAMES_LISTED: usize = 16;
 
 /// The calls of one group.
-pub(crate) struct Registry<E, T> {
+pub(crate) struct Registry<E: Executor, T> {
     inner: Mutex<Inner<E, T>>,
     /// How many calls were made: `inner.slots.len()`, readable without the lock.
     made: AtomicUsize,
 }
 
-struct Inner<E, T> {
+struct Inner<E: Executor, T> {
     slots: Vec<CallSlot<E, T>>,
     /// Calls before this index have been launched (or ended without starting).
     next: usize,
@@ -43,17 +44,28 @@ struct Inner<E, T> {
     fresh: bool,
 }
 
-enum CallSlot<E, T> {
+enum CallSlot<E: Executor, T> {
     /// Polled by the group: the executor is `Inline`.
     Inline(Pin<Box<dyn InlineEntry<T>>>),
-    /// Handed to the executor; `local` when the executor handed it back (boxed: rare, and
-    /// it would double the size of every slot).
+    /// Handed to the executor, and what the group holds of its task.
     Spawned {
         entry: Arc<dyn Entry<E, T>>,
-        local: Option<Box<Local>>,
+        held: Held<E::Handle>,
     },
     /// Its outcome was taken, or it was cancelled.
     Gone,
+}
+
+/// What the group holds of a spawned call's task.
+enum Held<H> {
+    /// Nothing: not launched (yet).
+    Nothing,
+    /// The runtime's handle, dropped on the group's thread once the call has ended (so that
+    /// the runtime frees the task here, not on its workers) or to cancel it.
+    Handle(H),
+    /// The task itself, handed back by the executor and polled by the group (boxed: rare,
+    /// and it would double the size of every slot).
+    Local(Box<Local>),
 }
 
 /// Where a group is in its life.
@@ -72,7 +84,7 @@ pub(crate) struct Env<'a, E, T> {
     pub(crate) limit: Option<NonZeroUsize>,
 }
 
-impl<E, T> Registry<E, T> {
+impl<E: Executor, T> Registry<E, T> {
     pub(crate) fn new() -> Registry<E, T> {
         Registry {
             inner: Mutex::new(Inner {
@@ -138,7 +150,7 @@ impl<E, T> Registry<E, T> {
         }
         inner.slots.push(CallSlot::Spawned {
             entry: entry.clone(),
-            local: None,
+            held: Held::Nothing,
         });
         self.made.store(inner.slots.len(), Ordering::Release);
         (index, entry)
@@ -174,6 +186,22 @@ impl<E, T> Registry<E, T> {
         drop(inner);
         drop(gone);
         Poll::Ready(())
+    }
+
+    /// The spawned call `index` has ended: drops the runtime's handle on its task now, on
+    /// this thread (where the runtime then frees the task), unless the group is being driven
+    /// on another thread right now; then it goes when the group ends.
+    pub(crate) fn release(&self, index: usize) {
+        let held = match self.inner.try_lock() {
+            Ok(mut inner) => match inner.slots.get_mut(index) {
+                Some(CallSlot::Spawned { held, .. }) if matches!(held, Held::Handle(_)) => {
+                    std::mem::replace(held, Held::Nothing)
+                }
+                _ => return,
+            },
+            Err(_) => return,
+        };
+        drop(held);
     }
 
     /// The names of the calls still in flight, comma-separated (the first few).
@@ -212,14 +240,14 @@ impl<E, T> Registry<E, T> {
             .slots
             .iter()
             .filter(|slot| {
-                matches!(slot, CallSlot::Spawned { entry, local: None }
+                matches!(slot, CallSlot::Spawned { entry, held: Held::Nothing | Held::Handle(_) }
                     if entry.phase() == Phase::Launched)
             })
             .count()
     }
 }
 
-impl<E, T: Timer> Registry<E, T> {
+impl<E: Executor, T: Timer> Registry<E, T> {
     /// Ends the group: every call still running is cancelled, the calls' context too.
     /// Idempotent. Services are dropped outside the lock: their destructors are the users'.
     pub(crate) fn close(&self, shared: &Shared, timer: &T) {
@@ -243,9 +271,10 @@ impl<E, T: Timer> Registry<E, T> {
             for slot in &mut inner.slots {
                 match slot {
                     CallSlot::Inline(_) => cancelled.push(std::mem::replace(slot, CallSlot::Gone)),
-                    CallSlot::Spawned { entry, local } => {
+                    CallSlot::Spawned { entry, held } => {
                         entry.abort(&error);
-                        if local.is_some() {
+                        if !matches!(held, Held::Nothing) {
+                            // Dropped below, outside the lock: a handle may cancel its task.
                             cancelled.push(std::mem::replace(slot, CallSlot::Gone));
                         }
                     }
@@ -280,17 +309,19 @@ impl<E, T: Timer> Registry<E, T> {
 }
 
 /// Takes the slot `index` out if it holds a call the group polls.
-fn take_slot<E, T>(inner: &mut Inner<E, T>, index: usize) -> Option<CallSlot<E, T>> {
+fn take_slot<E: Executor, T>(inner: &mut Inner<E, T>, index: usize) -> Option<CallSlot<E, T>> {
     let slot = inner.slots.get_mut(index)?;
     match slot {
-        CallSlot::Inline(_) | CallSlot::Spawned { local: Some(_), .. } => {
-            Some(std::mem::replace(slot, CallSlot::Gone))
-        }
+        CallSlot::Inline(_)
+        | CallSlot::Spawned {
+            held: Held::Local(_) | Held::Handle(_),
+            ..
+        } => Some(std::mem::replace(slot, CallSlot::Gone)),
         _ => None,
     }
 }
 
-impl<E: crate::executor::Executor, T: Timer> Registry<E, T> {
+impl<E: Executor, T: Timer> Registry<E, T> {
     /// Launches the calls that may start and polls the inline (and handed back) calls that
     /// are ready; nothing is launched once the group is over (`run` ends it). Returns how many
     /// calls the group has made.
@@ -324,7 +355,8 @@ impl<E: crate::executor::Executor, T: Timer> Registry<E, T> {
                         call.as_mut().poll_call(env.shared, index, env.timer)
                     }
                     Some(CallSlot::Spawned {
-                        local: Some(local), ..
+                        held: Held::Local(local),
+                        ..
                     }) => {
                         let mut cx = TaskContext::from_waker(&local.waker);
                         let ended = local.task.as_mut().poll(&mut cx).is_ready();
@@ -374,8 +406,12 @@ where
                     shared.launched();
                 }
             }
-            CallSlot::Spawned { entry, local } => {
-                *local = entry.clone().launch(env.executor, env.timer).map(Box::new);
+            CallSlot::Spawned { entry, held } => {
+                *held = match entry.clone().launch(env.executor, env.timer) {
+                    Launched::Spawned(handle) => Held::Handle(handle),
+                    Launched::Local(local) => Held::Local(Box::new(local)),
+                    Launched::Not => Held::Nothing,
+                };
             }
             CallSlot::Gone => {}
         }

@@ -60,15 +60,25 @@ pub(crate) trait Slot<V>: Send + Sync {
 }
 
 /// The group's view of a spawned call.
-pub(crate) trait Entry<E, T>: Send + Sync {
+pub(crate) trait Entry<E: Executor, T>: Send + Sync {
     fn name(&self) -> &str;
     fn phase(&self) -> Phase;
     /// Starts the call: hands its task to the executor, or returns it to be polled by the
-    /// group when the executor hands it back. `None` also when the call was dropped before.
-    fn launch(self: Arc<Self>, executor: &E, timer: &T) -> Option<Local>;
+    /// group when the executor hands it back.
+    fn launch(self: Arc<Self>, executor: &E, timer: &T) -> Launched<E::Handle>;
     /// Cancels the call: its task drops its service at its next poll (it is woken for it); a
     /// call not launched yet ends with `error`.
     fn abort(&self, error: &Error);
+}
+
+/// What launching a spawned call gave.
+pub(crate) enum Launched<H> {
+    /// The executor took the task and gave this handle, kept until the call ends.
+    Spawned(H),
+    /// The executor handed the task back.
+    Local(Local),
+    /// Not launched: the call was dropped (or cancelled) before.
+    Not,
 }
 
 /// A task handed back by the executor, polled by the group.
@@ -227,14 +237,17 @@ where
         }
     }
 
-    fn launch(self: Arc<Self>, executor: &E, timer: &T) -> Option<Local> {
+    fn launch(self: Arc<Self>, executor: &E, timer: &T) -> Launched<E::Handle> {
         let (make, settings) = {
             let mut state = lock(&self.state);
             if state.phase != Phase::Registered || self.aborted.load(Ordering::Acquire) {
-                return None;
+                return Launched::Not;
             }
             state.phase = Phase::Launched;
-            (state.make.take()?, state.settings)
+            let Some(make) = state.make.take() else {
+                return Launched::Not;
+            };
+            (make, state.settings)
         };
         self.shared.launched();
         let task = Task {
@@ -245,12 +258,16 @@ where
             done: false,
             attempt: Attempt::new(make),
         };
-        let mut task = executor.spawn(task)?;
-        task.local = true;
-        Some(Local {
-            task: Box::pin(task),
-            waker: Waker::from(self),
-        })
+        match executor.spawn(task) {
+            Ok(handle) => Launched::Spawned(handle),
+            Err(mut task) => {
+                task.local = true;
+                Launched::Local(Local {
+                    task: Box::pin(task),
+                    waker: Waker::from(self),
+                })
+            }
+        }
     }
 
     fn abort(&self, error: &Error) {

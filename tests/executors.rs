@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::on_every_executor;
@@ -61,11 +61,13 @@ fn a_closure_is_an_executor() {
 struct HandsBack;
 
 impl failfast::Executor for HandsBack {
-    fn spawn<F>(&self, task: F) -> Option<F>
+    type Handle = ();
+
+    fn spawn<F>(&self, task: F) -> Result<(), F>
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        Some(task)
+        Err(task)
     }
 }
 
@@ -293,4 +295,71 @@ fn public_types_are_send_and_sync() {
             .unwrap();
         send(&agg.aggregate(&ctx, 1));
     }
+}
+
+/// A handle that records the thread it is dropped on.
+struct Recorded(Arc<Mutex<Vec<std::thread::ThreadId>>>);
+
+impl Drop for Recorded {
+    fn drop(&mut self) {
+        let mut dropped = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        dropped.push(std::thread::current().id());
+    }
+}
+
+/// An executor on a thread pool whose handles say where they were dropped.
+struct Recording {
+    pool: futures::executor::ThreadPool,
+    dropped: Arc<Mutex<Vec<std::thread::ThreadId>>>,
+}
+
+impl failfast::Executor for Recording {
+    type Handle = Recorded;
+
+    fn spawn<F>(&self, task: F) -> Result<Recorded, F>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.pool.spawn_ok(task);
+        Ok(Recorded(self.dropped.clone()))
+    }
+}
+
+#[test]
+fn the_runtimes_handles_are_dropped_on_the_groups_thread_once_calls_end() {
+    let dropped = Arc::new(Mutex::new(Vec::new()));
+    let ff = failfast::FailFast::builder()
+        .executor(Recording {
+            pool: futures::executor::ThreadPool::new().unwrap(),
+            dropped: dropped.clone(),
+        })
+        .build()
+        .unwrap();
+    let group = ff.group(&Context::background());
+    let answers = (0..8).map(|i| {
+        group.call("shard", move |_ctx| async move {
+            Ok::<_, failfast::BoxError>(i)
+        })
+    });
+    let hangs = group.call("hangs", |_ctx| {
+        std::future::pending::<Result<u32, failfast::BoxError>>()
+    });
+    let run = group.run(async {
+        let count = || dropped.lock().unwrap().len();
+        let answers = futures::future::try_join_all(answers).await?;
+        // Every answer taken: their handles are gone, the hanging call's is not.
+        assert_eq!(count(), 8);
+        drop(hangs); // no longer wanted: cancelled, and its handle dropped too
+        assert_eq!(count(), 9);
+        Ok(answers)
+    });
+    assert_eq!(
+        futures::executor::block_on(run).unwrap(),
+        (0..8).collect::<Vec<_>>()
+    );
+    let here = std::thread::current().id();
+    assert!(dropped.lock().unwrap().iter().all(|&thread| thread == here));
 }

@@ -240,14 +240,16 @@ fn a_tokio_timer_on_a_current_thread_runtime_nobody_drives_does_not_lose_the_dea
 struct PanicsOnSecondSpawn(std::sync::atomic::AtomicUsize);
 
 impl executor::Executor for PanicsOnSecondSpawn {
-    fn spawn<F>(&self, task: F) -> Option<F>
+    type Handle = ();
+
+    fn spawn<F>(&self, task: F) -> Result<(), F>
     where
         F: Future<Output = ()> + Send + 'static,
     {
         if self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1 {
             panic!("executor is full");
         }
-        Some(task)
+        Err(task)
     }
 }
 
