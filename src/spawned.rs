@@ -42,11 +42,37 @@ pub(crate) struct Cell<V, Mk> {
     state: Mutex<State<V, Mk>>,
 }
 
-struct State<V, Mk> {
-    make: Option<Mk>,
-    settings: Settings,
-    phase: Phase,
-    outcome: Option<Result<V, Error>>,
+/// Where a spawned call is, with what it holds there: its maker before it starts, its outcome
+/// after it ends (one or the other, never both).
+enum State<V, Mk> {
+    /// Made, not launched yet: its maker and its settings.
+    Registered { make: Mk, settings: Settings },
+    /// Handed to its executor.
+    Launched,
+    /// Ended: its outcome, until its handle takes it (`None` if cancelled before it started).
+    Done(Option<Result<V, Error>>),
+}
+
+impl<V, Mk> State<V, Mk> {
+    fn phase(&self) -> Phase {
+        match self {
+            State::Registered { .. } => Phase::Registered,
+            State::Launched => Phase::Launched,
+            State::Done(_) => Phase::Done,
+        }
+    }
+
+    /// Ends a call that has not started with `outcome`; its maker, to be dropped outside the
+    /// lock. `None` if it had started.
+    fn end_unstarted(&mut self, outcome: Option<Result<V, Error>>) -> Option<Mk> {
+        if !matches!(self, State::Registered { .. }) {
+            return None;
+        }
+        match std::mem::replace(self, State::Done(outcome)) {
+            State::Registered { make, .. } => Some(make),
+            _ => None,
+        }
+    }
 }
 
 /// The handle's view of a spawned call: [`Call`](crate::Call) holds one.
@@ -104,25 +130,17 @@ impl<V, Mk> Cell<V, Mk> {
             ended: AtomicBool::new(false),
             task_waker: AtomicWaker::new(),
             handle_waker: AtomicWaker::new(),
-            state: Mutex::new(State {
-                make: Some(make),
+            state: Mutex::new(State::Registered {
+                make,
                 settings: Settings::default(),
-                phase: Phase::Registered,
-                outcome: None,
             }),
         }
     }
 
     /// Ends a call that was never launched with `error`.
     pub(crate) fn refuse(&self, error: Error) {
-        let make = {
-            let mut state = lock(&self.state);
-            if state.phase != Phase::Registered {
-                return;
-            }
-            state.phase = Phase::Done;
-            state.outcome = Some(Err(error));
-            state.make.take()
+        let Some(make) = lock(&self.state).end_unstarted(Some(Err(error))) else {
+            return;
         };
         self.ended.store(true, Ordering::Release);
         drop(make); // the caller's closure, dropped outside the lock
@@ -141,12 +159,11 @@ impl<V, Mk> Cell<V, Mk> {
     ) {
         let error = {
             let mut state = lock(&self.state);
-            if state.phase == Phase::Done {
+            if let State::Done(_) = *state {
                 return;
             }
-            state.phase = Phase::Done;
             let error = result.as_ref().err().cloned();
-            state.outcome = Some(result);
+            *state = State::Done(Some(result));
             error
         };
         self.ended.store(true, Ordering::Release);
@@ -169,15 +186,8 @@ impl<V, Mk> Cell<V, Mk> {
             return;
         }
         self.aborted.store(true, Ordering::Release);
-        let make = {
-            let mut state = lock(&self.state);
-            if state.phase == Phase::Registered {
-                state.phase = Phase::Done;
-                state.make.take()
-            } else {
-                None
-            }
-        };
+        // Not started: it never will (its maker is dropped outside the lock).
+        let make = lock(&self.state).end_unstarted(None);
         drop(make);
         self.task_waker.wake();
     }
@@ -189,12 +199,13 @@ where
     Mk: Send + 'static,
 {
     fn configure(&self, change: &mut dyn FnMut(&mut Settings)) -> bool {
-        let mut state = lock(&self.state);
-        if state.phase != Phase::Registered {
-            return false;
+        match &mut *lock(&self.state) {
+            State::Registered { settings, .. } => {
+                change(settings);
+                true
+            }
+            _ => false,
         }
-        change(&mut state.settings);
-        true
     }
 
     fn poll_outcome(&self, cx: &mut TaskContext<'_>) -> Poll<Option<Result<V, Error>>> {
@@ -206,7 +217,10 @@ where
                 return Poll::Pending;
             }
         }
-        Poll::Ready(lock(&self.state).outcome.take())
+        Poll::Ready(match &mut *lock(&self.state) {
+            State::Done(outcome) => outcome.take(),
+            _ => None,
+        })
     }
 
     fn abort(&self) {
@@ -231,7 +245,7 @@ where
     }
 
     fn phase(&self) -> Phase {
-        match lock(&self.state).phase {
+        match lock(&self.state).phase() {
             Phase::Launched if self.polled.load(Ordering::Acquire) => Phase::Running,
             phase => phase,
         }
@@ -240,14 +254,16 @@ where
     fn launch(self: Arc<Self>, executor: &E, timer: &T) -> Launched<E::Handle> {
         let (make, settings) = {
             let mut state = lock(&self.state);
-            if state.phase != Phase::Registered || self.aborted.load(Ordering::Acquire) {
+            if self.aborted.load(Ordering::Acquire) {
                 return Launched::Not;
             }
-            state.phase = Phase::Launched;
-            let Some(make) = state.make.take() else {
-                return Launched::Not;
-            };
-            (make, state.settings)
+            match std::mem::replace(&mut *state, State::Launched) {
+                State::Registered { make, settings } => (make, settings),
+                other => {
+                    *state = other; // not waiting to start: left as it was
+                    return Launched::Not;
+                }
+            }
         };
         self.shared.launched();
         let task = Task {
@@ -274,7 +290,7 @@ where
         if self.ended.load(Ordering::Acquire) {
             return;
         }
-        if lock(&self.state).phase == Phase::Registered {
+        if lock(&self.state).phase() == Phase::Registered {
             self.refuse(error.clone());
         }
         self.cancel_task();
