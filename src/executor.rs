@@ -27,10 +27,12 @@ use futures::future::BoxFuture;
 ///
 /// The handle, if the runtime gives one, is kept by the group and dropped on the group's own
 /// thread once the call has ended (or the group has), rather than detached at once: the
-/// runtime then frees the finished task on that thread instead of on its workers, which made
-/// 256-call groups 15-30% faster on smol, tokio and async-std (`BENCHMARKS.md`). Dropping it may
-/// cancel the task (smol's `Task` does) or detach it (tokio's `JoinHandle` does): either is
-/// fine. An executor that has no handle uses `()`.
+/// runtime then frees the finished task on that thread instead of on its workers, which took
+/// 12-40% off the time of 256-call groups (smol the least, async-std the most; see
+/// `BENCHMARKS.md`). It is also dropped, wherever that happens, when the call is cancelled (its
+/// handle dropped, the group ended): after failfast has flagged the task to stop. Dropping it may cancel the task
+/// (smol's `Task` does) or detach it (tokio's `JoinHandle` does): either is fine. It must not
+/// block or panic when dropped. An executor that has no handle uses `()`.
 ///
 /// Any `Fn(BoxFuture<'static, ()>) + Send + Sync + 'static` closure is an executor, so
 /// a runtime without an adapter here takes one line.

@@ -192,6 +192,9 @@ impl<E: Executor, T> Registry<E, T> {
     /// this thread (where the runtime then frees the task), unless the group is being driven
     /// on another thread right now; then it goes when the group ends.
     pub(crate) fn release(&self, index: usize) {
+        if !std::mem::needs_drop::<E::Handle>() {
+            return; // an executor without handles: nothing to drop
+        }
         let held = match self.inner.try_lock() {
             Ok(mut inner) => match inner.slots.get_mut(index) {
                 Some(CallSlot::Spawned { held, .. }) if matches!(held, Held::Handle(_)) => {
@@ -249,7 +252,8 @@ impl<E: Executor, T> Registry<E, T> {
 
 impl<E: Executor, T: Timer> Registry<E, T> {
     /// Ends the group: every call still running is cancelled, the calls' context too.
-    /// Idempotent. Services are dropped outside the lock: their destructors are the users'.
+    /// Idempotent. Services and the runtime's handles are dropped outside the lock; the makers
+    /// of spawned calls that never started are dropped under it (by `Entry::abort`).
     pub(crate) fn close(&self, shared: &Shared, timer: &T) {
         let mut cancelled = Vec::new();
         {
@@ -304,6 +308,33 @@ impl<E: Executor, T: Timer> Registry<E, T> {
         };
         if let Some(CallSlot::Inline(mut call)) = gone {
             call.as_mut().cancel(shared, timer);
+        }
+    }
+}
+
+impl<E: Executor, T> Drop for Registry<E, T> {
+    fn drop(&mut self) {
+        // After a `close` that ran to its end, no handle is left. Should one be cut short by a
+        // panic, the calls it did not reach are cancelled here, before their handles go:
+        // dropping smol's handle would cancel the task, which would then report itself lost
+        // by its executor rather than cancelled. (Defensive: the only user code `close` runs
+        // under its loop is the makers of calls not launched, and calls launch in order, so
+        // every call holding a handle comes before them.)
+        let inner = self
+            .inner
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let error = Error::Misuse {
+            message: GROUP_FINISHED,
+        };
+        for slot in &inner.slots {
+            if let CallSlot::Spawned {
+                entry,
+                held: Held::Handle(_),
+            } = slot
+            {
+                entry.abort(&error);
+            }
         }
     }
 }
