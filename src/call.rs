@@ -271,9 +271,11 @@ impl<V: 'static> Future for Call<'_, V> {
         match outcome {
             Poll::Ready(outcome) => {
                 this.done = true;
-                Poll::Ready(outcome.unwrap_or(Err(Error::Misuse {
-                    message: GROUP_FINISHED,
-                })))
+                Poll::Ready(outcome.unwrap_or_else(|| {
+                    Err(Error::Misuse {
+                        message: GROUP_FINISHED,
+                    })
+                }))
             }
             Poll::Pending => Poll::Pending,
         }

@@ -253,7 +253,10 @@ impl<E: Executor, T> Registry<E, T> {
 impl<E: Executor, T: Timer> Registry<E, T> {
     /// Ends the group: every call still running is cancelled, the calls' context too.
     /// Idempotent. Services and the runtime's handles are dropped outside the lock; the makers
-    /// of spawned calls that never started are dropped under it (by `Entry::abort`).
+    /// of spawned calls that never started are dropped under it (by `Entry::abort`), and they
+    /// are the only user code the loop runs: calls launch in the order they were made, so a
+    /// maker's panic can only cut the loop short after every call holding a handle (whose
+    /// task must be flagged before its handle goes: smol's cancels on drop) was reached.
     pub(crate) fn close(&self, shared: &Shared, timer: &T) {
         let mut cancelled = Vec::new();
         {
@@ -308,33 +311,6 @@ impl<E: Executor, T: Timer> Registry<E, T> {
         };
         if let Some(CallSlot::Inline(mut call)) = gone {
             call.as_mut().cancel(shared, timer);
-        }
-    }
-}
-
-impl<E: Executor, T> Drop for Registry<E, T> {
-    fn drop(&mut self) {
-        // After a `close` that ran to its end, no handle is left. Should one be cut short by a
-        // panic, the calls it did not reach are cancelled here, before their handles go:
-        // dropping smol's handle would cancel the task, which would then report itself lost
-        // by its executor rather than cancelled. (Defensive: the only user code `close` runs
-        // under its loop is the makers of calls not launched, and calls launch in order, so
-        // every call holding a handle comes before them.)
-        let inner = self
-            .inner
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let error = Error::Misuse {
-            message: GROUP_FINISHED,
-        };
-        for slot in &inner.slots {
-            if let CallSlot::Spawned {
-                entry,
-                held: Held::Handle(_),
-            } = slot
-            {
-                entry.abort(&error);
-            }
         }
     }
 }
