@@ -446,7 +446,7 @@ pub(crate) fn timer_failed(payload: Box<dyn std::any::Any + Send>) -> Error {
 
 /// The message of a caught panic. The payload is dropped inside `catch_unwind` too: a payload
 /// whose own destructor panics must not escape either.
-fn contain(payload: Box<dyn std::any::Any + Send>) -> String {
+pub(crate) fn contain(payload: Box<dyn std::any::Any + Send>) -> String {
     let message = panic_message(&*payload);
     let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
     message

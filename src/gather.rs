@@ -3,14 +3,11 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
-use std::time::Instant;
 
 use futures::future::FusedFuture;
 
-use crate::call::{Call, Optional};
-use crate::context::Clock;
+use crate::call::{Call, Driver, Optional};
 use crate::error::Error;
 
 /// What a gather that was asked for more successes than it has calls yields.
@@ -70,8 +67,8 @@ pub struct Gather<'g, V> {
     calls: Vec<Option<Optional<'g, V>>>,
     k: usize,
     best_effort: bool,
-    deadline: Option<Instant>,
-    clock: Arc<dyn Clock>,
+    /// The group: its deadline and its timer.
+    group: &'g dyn Driver,
     succeeded: Vec<(usize, V)>,
     failed: usize,
     /// The last call's own failure, for `Error::TooFew`.
@@ -80,12 +77,7 @@ pub struct Gather<'g, V> {
 }
 
 impl<'g, V> Gather<'g, V> {
-    pub(crate) fn new(
-        k: usize,
-        calls: Vec<Call<'g, V>>,
-        deadline: Option<Instant>,
-        clock: Arc<dyn Clock>,
-    ) -> Gather<'g, V> {
+    pub(crate) fn new(k: usize, calls: Vec<Call<'g, V>>, group: &'g dyn Driver) -> Gather<'g, V> {
         Gather {
             calls: calls
                 .into_iter()
@@ -93,8 +85,7 @@ impl<'g, V> Gather<'g, V> {
                 .collect(),
             k,
             best_effort: false,
-            deadline,
-            clock,
+            group,
             succeeded: Vec::new(),
             failed: 0,
             last_failure: None,
@@ -206,10 +197,7 @@ impl<V: 'static> Future for Gather<'_, V> {
         let enough = !this.best_effort && this.succeeded.len() >= this.k;
         let hopeless = this.succeeded.len() + running < this.k;
         // Only best effort waits for the deadline: read the clock for it alone.
-        let expired = || {
-            this.deadline
-                .is_some_and(|deadline| this.clock.now() >= deadline)
-        };
+        let expired = || this.group.shared().expired(this.group.now());
         if enough || hopeless || running == 0 || (this.best_effort && expired()) {
             return Poll::Ready(this.finish());
         }

@@ -214,7 +214,7 @@ impl<'ff, E: Executor, T: Timer> Group<'ff, E, T> {
         C: Into<Call<'g, V>>,
     {
         let calls = calls.into_iter().map(Into::into).collect();
-        Gather::new(k, calls, self.shared.deadline, self.ff.clock.clone())
+        Gather::new(k, calls, self)
     }
 
     /// Adds `key = value` to every log record of this group, such as the user or the request

@@ -15,12 +15,13 @@ use futures::stream::FuturesUnordered;
 use log::Level;
 use log::kv::Value;
 
+use crate::attempt::contain;
 use crate::context::{Context, ContextError};
-use crate::error::{BoxError, panic_message};
+use crate::error::BoxError;
 use crate::idempotent::Policy;
 use crate::observer::{AttemptFinished, Outcome};
 use crate::policy::hedge::Hedge;
-use crate::policy::retry::{AttemptFailure, AttemptTimedOut, GaveUp, Jitter, Retry, StopReason};
+use crate::policy::retry::{AttemptFailure, AttemptTimedOut, GaveUp, Jitter, StopReason};
 use crate::records::{chain, millis};
 use crate::state::Shared;
 use crate::sync::lock;
@@ -54,10 +55,9 @@ where
     let mut attempt = 1;
     loop {
         let started = now();
-        let (attempt_ctx, cancel) = ctx.with_cancel();
-        let attempt_ctx = match retry.attempt_timeout {
-            Some(timeout) => attempt_ctx.with_timeout(timeout),
-            None => attempt_ctx,
+        let (attempt_ctx, cancel) = match retry.attempt_timeout {
+            Some(timeout) => ctx.with_cancel_timeout(timeout),
+            None => ctx.with_cancel(),
         };
         let (outcome, span) = {
             let _cancel = cancel.drop_guard(); // the attempt's own work ends with it
@@ -68,15 +68,19 @@ where
                 make(attempt_ctx.clone())
             };
             let service = std::pin::pin!(Traced::new(service, span));
-            if retry.attempt_timeout.is_none() {
-                // Only the call's deadline: the group enforces it (by dropping the call).
-                let (result, span) = service.await;
-                (result.map_err(Into::into), span)
-            } else {
-                match select(service, attempt_ctx.done()).await {
-                    Either::Left(((result, span), _)) => (result.map_err(Into::into), span),
-                    Either::Right(((), service)) => (Err(timed_out(&retry)), service.take_span()),
+            match retry.attempt_timeout {
+                None => {
+                    // Only the call's deadline: the group enforces it (by dropping the call).
+                    let (result, span) = service.await;
+                    (result.map_err(Into::into), span)
                 }
+                Some(timeout) => match select(service, attempt_ctx.done()).await {
+                    Either::Left(((result, span), _)) => (result.map_err(Into::into), span),
+                    Either::Right(((), service)) => {
+                        let cut: BoxError = Box::new(AttemptTimedOut(timeout));
+                        (Err(cut), service.take_span())
+                    }
+                },
             }
         };
         if span.enabled() {
@@ -99,7 +103,9 @@ where
         }
         let error = match outcome {
             Ok(value) => {
-                observe(&shared, event(&shared, &name, attempt, now() - started));
+                if shared.observer.is_some() {
+                    observe(&shared, event(&shared, &name, attempt, now() - started));
+                }
                 if attempt > 1 {
                     note(&shared, &name, attempt, "retried call answered");
                 }
@@ -175,11 +181,6 @@ where
         }
         attempt += 1;
     }
-}
-
-/// The error of an attempt cut at its own timeout.
-fn timed_out(retry: &Retry) -> BoxError {
-    Box::new(AttemptTimedOut(retry.attempt_timeout.unwrap_or_default()))
 }
 
 /// Tells the observer about one attempt, if there is an observer.
@@ -275,23 +276,23 @@ where
             make(attempt_ctx)
         };
         let started = now();
-        async move {
+        let attempt = async move {
             let _cancel = cancel.drop_guard(); // a loser's own work ends with it
             // A panic ends this attempt only: the others may still answer.
             let (caught, span) = Traced::new(AssertUnwindSafe(service).catch_unwind(), span).await;
             let outcome = match caught {
                 Ok(result) => result.map_err(Into::into),
-                Err(payload) => {
-                    Err(Box::new(AttemptPanicked(panic_message(&*payload))) as BoxError)
-                }
+                Err(payload) => Err(Box::new(AttemptPanicked(contain(payload))) as BoxError),
             };
             (n, started, outcome, span)
-        }
+        };
+        (attempt, started)
     };
     let mut running = FuturesUnordered::new();
-    running.push(launch(1));
+    let (first, at) = launch(1);
+    running.push(first);
     // The attempts in flight and when they started: those that lose are reported cancelled.
-    let mut in_flight = vec![(1, now())];
+    let mut in_flight = vec![(1, at)];
     let mut started = 1;
     // When the next hedge starts; `None`: no more hedges (none left, no delay known yet, or
     // refused by the budget).
@@ -314,8 +315,9 @@ where
                     if spend(&hedge, &shared, &name, started, now()) {
                         started += 1;
                         note(&shared, &name, started, "no answer yet, hedging");
-                        running.push(launch(started));
-                        in_flight.push((started, now()));
+                        let (attempt, at) = launch(started);
+                        running.push(attempt);
+                        in_flight.push((started, at));
                         next_at = next_hedge(started);
                     } else {
                         refused = true;
@@ -418,8 +420,9 @@ where
         report(&shared, &name, n, &error, None, stopped);
         if granted {
             started += 1;
-            running.push(launch(started));
-            in_flight.push((started, now()));
+            let (attempt, at) = launch(started);
+            running.push(attempt);
+            in_flight.push((started, at));
             next_at = next_hedge(started);
         }
         last = Some(error);

@@ -251,13 +251,20 @@ impl HedgeBuilder {
 impl Latencies {
     fn record(&self, name: &str, now: Instant, latency: Duration) {
         let mut names = lock(&self.names);
-        let window = names.entry(name.to_owned()).or_insert_with(|| Window {
-            started: now,
-            current: Vec::new(),
-            previous: Vec::new(),
-            cached: None,
-            since: 0,
-        });
+        if !names.contains_key(name) {
+            // The name is copied once, at its first success, not at every one.
+            let window = Window {
+                started: now,
+                current: Vec::new(),
+                previous: Vec::new(),
+                cached: None,
+                since: 0,
+            };
+            names.insert(name.to_owned(), window);
+        }
+        let Some(window) = names.get_mut(name) else {
+            return;
+        };
         window.rotate(now, self.window);
         if window.current.len() < KEPT {
             window.current.push(latency);
