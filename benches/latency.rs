@@ -7,6 +7,9 @@
 //!    cancels the sibling when it returns. The failing service blocks its thread for 200 µs
 //!    first, so that the caller has parked and what is timed is the wake-up path (without it,
 //!    the p50 jumped between 1 and 50 µs from run to run, by whether the caller had parked).
+//!    The two sides run in alternating rounds, and each round's p50 and p99 ratios are
+//!    printed as a median and a range: a single p99 moved by 20% from run to run on this
+//!    machine, more than the 10% the comparison is about.
 //! 2. **Deadline overshoot**: how late `DeadlineExceeded` arrives after the deadline, per
 //!    timer, with the machine idle and with every core busy. A negative value (early) is
 //!    counted separately and must be zero.
@@ -102,25 +105,89 @@ fn samples() -> usize {
         .unwrap_or(10_000)
 }
 
-/// Measures fail-fast latency on `ex`; the aggregate itself is driven by `block_on` on this
-/// thread, the calls run on `ex`.
-fn fail_fast<E: Executor>(name: &str, ex: E) {
-    let agg = UserAggregator::builder(FailsAfterAYield, Hangs)
+/// How many alternating rounds [`compare`] runs of each side.
+#[cfg_attr(
+    not(any(feature = "smol", feature = "tokio", feature = "async-std")),
+    allow(dead_code)
+)]
+const ROUNDS: usize = 20;
+
+/// Compares fail-fast latency of failfast (`failfast_sample`) and of the hand-written aggregate
+/// (`baseline_sample`) on one runtime, in [`ROUNDS`] alternating rounds (each side first in
+/// every other round), so that the machine's drift over the run (other tenants, frequency)
+/// falls on both sides alike. Prints each side's pooled percentiles, then the median and the
+/// range of the per-round ratios of the p50 and of the p99.
+#[cfg_attr(
+    not(any(feature = "smol", feature = "tokio", feature = "async-std")),
+    allow(dead_code)
+)]
+fn compare(
+    name: &str,
+    mut failfast_sample: impl FnMut() -> u64,
+    mut baseline_sample: impl FnMut() -> u64,
+) {
+    let per_round = (samples() / ROUNDS).max(100);
+    let (mut failfast, mut baseline) = (Vec::new(), Vec::new());
+    let (mut p50_ratios, mut p99_ratios) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let run = |sample: &mut dyn FnMut() -> u64| {
+            let mut latencies: Vec<u64> = (0..per_round).map(|_| sample()).collect();
+            let (p50, p99, _) = percentiles(&mut latencies);
+            (latencies, p50, p99)
+        };
+        let (ours, theirs) = if round % 2 == 0 {
+            let ours = run(&mut failfast_sample);
+            (ours, run(&mut baseline_sample))
+        } else {
+            let theirs = run(&mut baseline_sample);
+            (run(&mut failfast_sample), theirs)
+        };
+        p50_ratios.push(ours.1 / theirs.1);
+        p99_ratios.push(ours.2 / theirs.2);
+        failfast.extend(ours.0);
+        baseline.extend(theirs.0);
+    }
+    let row = |side: &str, samples: &mut Vec<u64>| {
+        let (p50, p99, max) = percentiles(samples);
+        println!(
+            "| {side} | {} | {p50:.1} | {p99:.1} | {max:.1} |",
+            samples.len()
+        );
+    };
+    row(name, &mut failfast);
+    row(&format!("{name}: hand-written"), &mut baseline);
+    let spread = |ratios: &mut Vec<f64>| {
+        ratios.sort_by(f64::total_cmp);
+        let median = ratios[ratios.len() / 2];
+        format!(
+            "{median:.2}x ({:.2}-{:.2})",
+            ratios[0],
+            ratios[ratios.len() - 1]
+        )
+    };
+    println!(
+        "| {name}: failfast / hand-written, per round, median (range) | {ROUNDS} rounds | {} | {} | |",
+        spread(&mut p50_ratios),
+        spread(&mut p99_ratios),
+    );
+}
+
+/// One fail-fast latency sample of `agg`: the aggregate is driven by `block_on` on this
+/// thread, its calls run on its executor.
+fn failfast_sample<E: Executor>(agg: &UserAggregator<FailsAfterAYield, Hangs, E>) -> u64 {
+    let err = futures::executor::block_on(agg.aggregate(&Context::background(), 1)).unwrap_err();
+    let returned = nanos_since_base(Instant::now());
+    assert_eq!(err.service(), Some("profile"));
+    returned.saturating_sub(FAILED_AT.load(Ordering::SeqCst))
+}
+
+/// The aggregator measured on `ex`.
+fn aggregator<E: Executor>(ex: E) -> UserAggregator<FailsAfterAYield, Hangs, E> {
+    UserAggregator::builder(FailsAfterAYield, Hangs)
         .executor(ex)
         .timeout(TIMEOUT)
         .build()
-        .unwrap();
-    let ctx = Context::background();
-    let n = samples();
-    let mut latencies = Vec::with_capacity(n);
-    for _ in 0..n {
-        let err = futures::executor::block_on(agg.aggregate(&ctx, 1)).unwrap_err();
-        let returned = nanos_since_base(Instant::now());
-        assert_eq!(err.service(), Some("profile"));
-        latencies.push(returned.saturating_sub(FAILED_AT.load(Ordering::SeqCst)));
-    }
-    let (p50, p99, max) = percentiles(&mut latencies);
-    println!("| {name} | {n} | {p50:.1} | {p99:.1} | {max:.1} |");
+        .unwrap()
 }
 
 /// A spawned call as a hand-written aggregate would await it: its task's result.
@@ -130,46 +197,40 @@ fn fail_fast<E: Executor>(name: &str, ex: E) {
 )]
 type Spawned = futures::future::BoxFuture<'static, Result<(), BoxError>>;
 
-/// The same measurement for a hand-written aggregate: both calls spawned with `spawn` (which
-/// returns a future of the task's result that cancels the task when dropped), joined with
-/// `try_join`.
+/// One sample of a hand-written aggregate doing the same job: both calls spawned with `spawn`
+/// (which returns a future of the task's result that cancels the task when dropped), joined
+/// with `try_join`.
 #[cfg_attr(
     not(any(feature = "smol", feature = "tokio", feature = "async-std")),
     allow(dead_code)
 )]
-fn fail_fast_baseline(name: &str, spawn: impl Fn(Spawned) -> Spawned) {
-    let n = samples();
-    let mut latencies = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (for_profile, for_orders) = (Context::background(), Context::background());
-        // Spawned inside the aggregate's future, when it is first polled, as an `async fn`
-        // aggregate does (and as failfast does): not before `block_on` starts.
-        let aggregate = async {
-            let profile = spawn(Box::pin(async move {
-                let service = FailsAfterAYield;
-                service.profile(for_profile, 1).await.map(drop)
-            }));
-            let orders = spawn(Box::pin(async move {
-                let service = Hangs;
-                OrderService::order_count(&service, for_orders, 1)
-                    .await
-                    .map(drop)
-            }));
-            // The same deadline as failfast's aggregate, on the same timer (its default).
-            let joined = std::pin::pin!(futures::future::try_join(profile, orders));
-            let deadline = futures_timer::Delay::new(TIMEOUT);
-            match futures::future::select(joined, deadline).await {
-                futures::future::Either::Left((result, _)) => result,
-                futures::future::Either::Right(_) => Err("deadline exceeded".into()),
-            }
-        };
-        let joined = futures::executor::block_on(aggregate);
-        let returned = nanos_since_base(Instant::now());
-        assert!(joined.is_err());
-        latencies.push(returned.saturating_sub(FAILED_AT.load(Ordering::SeqCst)));
-    }
-    let (p50, p99, max) = percentiles(&mut latencies);
-    println!("| {name} | {n} | {p50:.1} | {p99:.1} | {max:.1} |");
+fn baseline_sample(spawn: &impl Fn(Spawned) -> Spawned) -> u64 {
+    let (for_profile, for_orders) = (Context::background(), Context::background());
+    // Spawned inside the aggregate's future, when it is first polled, as an `async fn`
+    // aggregate does (and as failfast does): not before `block_on` starts.
+    let aggregate = async {
+        let profile = spawn(Box::pin(async move {
+            let service = FailsAfterAYield;
+            service.profile(for_profile, 1).await.map(drop)
+        }));
+        let orders = spawn(Box::pin(async move {
+            let service = Hangs;
+            OrderService::order_count(&service, for_orders, 1)
+                .await
+                .map(drop)
+        }));
+        // The same deadline as failfast's aggregate, on the same timer (its default).
+        let joined = std::pin::pin!(futures::future::try_join(profile, orders));
+        let deadline = futures_timer::Delay::new(TIMEOUT);
+        match futures::future::select(joined, deadline).await {
+            futures::future::Either::Left((result, _)) => result,
+            futures::future::Either::Right(_) => Err("deadline exceeded".into()),
+        }
+    };
+    let joined = futures::executor::block_on(aggregate);
+    let returned = nanos_since_base(Instant::now());
+    assert!(joined.is_err());
+    returned.saturating_sub(FAILED_AT.load(Ordering::SeqCst))
 }
 
 /// Measures deadline overshoot with `timer`: a 5 ms deadline, both services hanging, inline.
@@ -267,7 +328,15 @@ fn main() {
     println!("## Fail-fast latency (µs): failing service returns -> aggregate returns\n");
     println!("| executor | samples | p50 | p99 | max |");
     println!("|---|---|---|---|---|");
-    fail_fast("inline", executor::Inline);
+    {
+        let agg = aggregator(executor::Inline);
+        let mut latencies: Vec<u64> = (0..samples()).map(|_| failfast_sample(&agg)).collect();
+        let (p50, p99, max) = percentiles(&mut latencies);
+        println!(
+            "| inline | {} | {p50:.1} | {p99:.1} | {max:.1} |",
+            latencies.len()
+        );
+    }
     #[cfg(feature = "smol")]
     {
         let ex = Arc::new(smol::Executor::new());
@@ -276,11 +345,10 @@ fn main() {
         let thread = std::thread::spawn(move || {
             let _ = smol::block_on(runner.run(stopped.recv()));
         });
-        fail_fast("smol", executor::Smol::new(ex.clone()));
-        fail_fast_baseline("smol: baseline spawn x2 + try_join", |call| {
-            let task = ex.spawn(call); // a smol Task cancels when dropped
-            Box::pin(task)
-        });
+        let agg = aggregator(executor::Smol::new(ex.clone()));
+        // A smol Task cancels when dropped.
+        let spawn = |call: Spawned| -> Spawned { Box::pin(ex.spawn(call)) };
+        compare("smol", || failfast_sample(&agg), || baseline_sample(&spawn));
         drop(stop);
         let _ = thread.join();
     }
@@ -291,24 +359,28 @@ fn main() {
             .enable_all()
             .build()
             .unwrap();
-        fail_fast("tokio", executor::Tokio::new(rt.handle().clone()));
-        fail_fast_baseline("tokio: baseline spawn x2 + try_join", |call| {
+        let agg = aggregator(executor::Tokio::new(rt.handle().clone()));
+        let spawn = |call: Spawned| -> Spawned {
             let task = rt.spawn(call);
-            let abort = task.abort_handle();
-            let guard = AbortOnDrop(abort);
+            let guard = AbortOnDrop(task.abort_handle());
             Box::pin(async move {
                 let _guard = guard;
                 task.await.map_err(BoxError::from)?
             })
-        });
+        };
+        compare(
+            "tokio",
+            || failfast_sample(&agg),
+            || baseline_sample(&spawn),
+        );
     }
     #[cfg(feature = "async-std")]
     {
-        fail_fast("async-std", executor::AsyncStd);
+        let agg = aggregator(executor::AsyncStd);
         // async-std's JoinHandle detaches when dropped: each call is made abortable (the
         // design card's `AbortHandle`) and aborted when its handle is dropped, as failfast
         // cancels the calls still in flight.
-        fail_fast_baseline("async-std: baseline spawn x2 + try_join", |call| {
+        let spawn = |call: Spawned| -> Spawned {
             let (call, abort) = futures::future::abortable(call);
             let task = async_std::task::spawn(call);
             let guard = AbortHandleOnDrop(abort);
@@ -316,7 +388,12 @@ fn main() {
                 let _guard = guard;
                 task.await.map_err(BoxError::from)?
             })
-        });
+        };
+        compare(
+            "async-std",
+            || failfast_sample(&agg),
+            || baseline_sample(&spawn),
+        );
     }
 
     println!("\n## Deadline overshoot (µs after a 5 ms deadline; `early` must be 0)\n");

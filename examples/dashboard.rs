@@ -11,8 +11,9 @@
 //! scenario did not behave as the kata requires.
 //!
 //! The runtimes are plugged in with the one-line closure form of `Executor`, so the example
-//! runs on default features; with the `smol`, `tokio` or `async-std` feature the same is
-//! `executor::Smol::new(ex)`, `executor::Tokio::new(handle)` or `executor::AsyncStd`.
+//! runs on default features; with the `smol`, `tokio` or `async-std` feature the adapters
+//! `executor::Smol::new(ex)`, `executor::Tokio::new(handle)` and `executor::AsyncStd` do the
+//! same, and also keep each task's handle to free the finished task on the group's thread.
 
 mod common;
 
@@ -120,19 +121,23 @@ async fn scenarios<E: Executor + Clone>(ex: E, name: &str) -> bool {
         .build()
         .expect("1 s is a valid timeout");
     let (result, elapsed) = timed(agg.aggregate(&ctx, 42)).await;
-    let cancelled = was_cancelled(&order_calls).await;
+    let orders_fate = fate(&order_calls).await;
     print_result(&result);
     println!(
-        "  slow poke (timeout 1s, orders take 2s): gave up after {elapsed:.2?}; orders call cancelled: {}",
-        yes_no(cancelled)
+        "  slow poke (timeout 1s, orders take 2s): gave up after {elapsed:.2?}; orders call: {orders_fate}"
     );
-    ok &= matches!(result, Err(AggregateError::DeadlineExceeded { .. })) && cancelled;
+    ok &= matches!(result, Err(AggregateError::DeadlineExceeded { .. }))
+        && orders_fate == Fate::CancelledInFlight;
 
-    // Domino Effect: the Profile service fails at once, the Order service would take 10 s.
+    // Domino Effect: the Profile service fails almost at once, the Order service would take
+    // 10 s. The 20 ms let the orders call get going, so that its cancellation is seen; failing
+    // at once, it often ends it before its service is called at all.
     let orders = mock::orders(5).delay(Duration::from_secs(10));
     let order_calls = orders.calls();
     let agg = UserAggregator::builder(
-        mock::profile("Alice").fail("profile service unavailable"),
+        mock::profile("Alice")
+            .delay(Duration::from_millis(20))
+            .fail("profile service unavailable"),
         orders,
     )
     .executor(ex)
@@ -140,16 +145,15 @@ async fn scenarios<E: Executor + Clone>(ex: E, name: &str) -> bool {
     .build()
     .expect("30 s is a valid timeout");
     let (result, elapsed) = timed(agg.aggregate(&ctx, 42)).await;
-    let cancelled = was_cancelled(&order_calls).await;
+    let orders_fate = fate(&order_calls).await;
     print_result(&result);
     println!(
-        "  domino effect (profile fails at once, orders take 10s): failed after {elapsed:.1?}; orders call cancelled: {}",
-        yes_no(cancelled)
+        "  domino effect (profile fails after 20ms, orders take 10s): failed after {elapsed:.1?}; orders call: {orders_fate}"
     );
     ok &= matches!(
         &result,
         Err(AggregateError::Service { service, .. }) if service == "profile"
-    ) && cancelled;
+    ) && orders_fate == Fate::CancelledInFlight;
 
     ok
 }
@@ -180,17 +184,40 @@ async fn timed<T>(future: impl std::future::Future<Output = T>) -> (T, Duration)
     (output, start.elapsed())
 }
 
-/// Whether the mock's call was stopped (cancelled, or never started) rather than left to
-/// finish. Waits up to a second: a spawned call is dropped on its executor shortly after the
-/// aggregate returns.
-async fn was_cancelled(calls: &mock::Calls) -> bool {
+/// What became of a mock's call once the aggregate had returned.
+#[derive(Debug, PartialEq, Eq)]
+enum Fate {
+    /// Its service was called, and dropped before it answered.
+    CancelledInFlight,
+    /// Its service was never called: the failure came first (a spawned call may not have
+    /// reached its executor's thread yet).
+    NeverStarted,
+    /// Still running, or it finished: not cancelled.
+    LeftRunning,
+}
+
+impl std::fmt::Display for Fate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Fate::CancelledInFlight => "cancelled in flight",
+            Fate::NeverStarted => "never started (the failure came first)",
+            Fate::LeftRunning => "NOT cancelled",
+        })
+    }
+}
+
+/// What became of the mock's call. Waits up to a second: a spawned call is dropped on its
+/// executor shortly after the aggregate returns.
+async fn fate(calls: &mock::Calls) -> Fate {
     let start = Instant::now();
     while calls.in_flight() > 0 && start.elapsed() < Duration::from_secs(1) {
         futures_timer::Delay::new(Duration::from_millis(1)).await;
     }
-    calls.in_flight() == 0 && calls.finished() == 0
-}
-
-fn yes_no(yes: bool) -> &'static str {
-    if yes { "yes" } else { "NO" }
+    if calls.in_flight() > 0 || calls.finished() > 0 {
+        Fate::LeftRunning
+    } else if calls.started() == 0 {
+        Fate::NeverStarted
+    } else {
+        Fate::CancelledInFlight
+    }
 }

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | [`Inline`] | always | inside the caller's task, no spawn: any `block_on`, any runtime |
 //! | `AsyncStd` | `async-std` | on async-std's global executor |
-//! | `Smol` | `smol` | on a `smol::Executor` you run |
+//! | `Smol` | `smol` | on a `smol::Executor` you run, or on smol's global executor |
 //! | `Tokio` | `tokio` | on a tokio runtime, through its `Handle` |
 //! | any `Fn(BoxFuture<'static, ()>)` | always | wherever the closure puts them |
 
@@ -20,22 +20,26 @@ use futures::future::BoxFuture;
 /// other calls, as [`Inline`] does.
 ///
 /// Tasks handed to an executor never panic (panics are caught inside them) and are cancelled
-/// by failfast itself: when their result is no longer wanted they are woken and complete
-/// promptly on their next poll, dropping the service. So an executor needs no join handle to
-/// cancel with; it may drop a task (for example while shutting down), which failfast reports
-/// as [`Error::Dropped`](crate::Error::Dropped).
+/// by failfast itself: when their result is no longer wanted they are flagged, woken, and
+/// complete promptly on their next poll, dropping the service. So an executor needs no handle
+/// for cancellation (`type Handle = ()` is fine); it may drop a task (for example while
+/// shutting down), which failfast reports as [`Error::Dropped`](crate::Error::Dropped).
 ///
 /// The handle, if the runtime gives one, is kept by the group and dropped on the group's own
 /// thread once the call has ended (or the group has), rather than detached at once: the
 /// runtime then frees the finished task on that thread instead of on its workers, which took
 /// 12-40% off the time of 256-call groups (smol the least, async-std the most; see
 /// `BENCHMARKS.md`). It is also dropped, wherever that happens, when the call is cancelled (its
-/// handle dropped, the group ended): after failfast has flagged the task to stop. Dropping it may cancel the task
-/// (smol's `Task` does) or detach it (tokio's `JoinHandle` does): either is fine. It must not
-/// block or panic when dropped. An executor that has no handle uses `()`.
+/// [`Call`](crate::Call) dropped, the group ended): after failfast has flagged the task to
+/// stop. Dropping it may cancel the task (smol's `Task` does) or detach it (tokio's
+/// `JoinHandle` does): either is fine. It must not block or panic when dropped. An executor
+/// that has no handle uses `()`.
 ///
 /// Any `Fn(BoxFuture<'static, ()>) + Send + Sync + 'static` closure is an executor, so
-/// a runtime without an adapter here takes one line.
+/// a runtime without an adapter here takes one line. A closure has no handle to give back, so
+/// the runtime's handle is detached at once and its finished tasks are freed on its own
+/// threads: implement the trait, with the runtime's handle as `Handle`, to have them freed on
+/// the group's thread.
 ///
 /// # Examples
 ///
@@ -186,7 +190,8 @@ pub struct AsyncStd;
 
 #[cfg(feature = "async-std")]
 impl Executor for AsyncStd {
-    /// Dropping it detaches the task; failfast aborts it itself.
+    /// Dropping it detaches the task; failfast flags the task to stop, and it ends at its next
+    /// poll.
     type Handle = async_std::task::JoinHandle<()>;
 
     fn spawn<F>(&self, task: F) -> Result<Self::Handle, F>
@@ -197,14 +202,14 @@ impl Executor for AsyncStd {
     }
 }
 
-/// Spawns calls on a [`smol::Executor`](https://docs.rs/smol/2/smol/struct.Executor.html).
+/// Spawns calls on a [`smol::Executor`](https://docs.rs/smol/2/smol/struct.Executor.html)
+/// ([`Smol::new`]), or on smol's global executor ([`Smol::global`]).
 ///
-/// The executor must be running (`ex.run(..)` on some thread) for the calls to make
-/// progress; if it is not, the group ends at its deadline with a warning that its calls were
-/// never polled (a group with no deadline waits for ever, or until the caller cancels), and
-/// the cancelled calls stay queued (their futures alive) until the executor runs or is
-/// dropped. For smol's global executor, use the closure form:
-/// `.executor(|task| smol::spawn(task).detach())`.
+/// An executor of your own must be running (`ex.run(..)` on some thread) for the calls to
+/// make progress; if it is not, the group ends at its deadline with a warning that its calls
+/// were never polled (a group with no deadline waits for ever, or until the caller cancels),
+/// and the cancelled calls stay queued (their futures alive) until the executor runs or is
+/// dropped. The global executor runs itself.
 ///
 /// # Examples
 ///
@@ -224,7 +229,8 @@ impl Executor for AsyncStd {
 #[cfg_attr(docsrs, doc(cfg(feature = "smol")))]
 #[derive(Debug, Clone)]
 pub struct Smol {
-    executor: std::sync::Arc<smol::Executor<'static>>,
+    /// `None`: smol's global executor.
+    executor: Option<std::sync::Arc<smol::Executor<'static>>>,
 }
 
 #[cfg(feature = "smol")]
@@ -238,7 +244,28 @@ impl Smol {
     /// let _executor = failfast::executor::Smol::new(ex);
     /// ```
     pub fn new(executor: std::sync::Arc<smol::Executor<'static>>) -> Smol {
-        Smol { executor }
+        Smol {
+            executor: Some(executor),
+        }
+    }
+
+    /// Spawns on smol's global executor (`smol::spawn`), which runs on threads of its own:
+    /// one by default, `SMOL_THREADS` to change it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use failfast::{executor, mock, Context, UserAggregator};
+    ///
+    /// let agg = UserAggregator::builder(mock::profile("Alice"), mock::orders(5))
+    ///     .executor(executor::Smol::global())
+    ///     .build()?;
+    /// let dashboard = smol::block_on(agg.aggregate(&Context::background(), 42))?;
+    /// assert_eq!(dashboard.to_string(), "User: Alice | Orders: 5");
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn global() -> Smol {
+        Smol { executor: None }
     }
 }
 
@@ -251,7 +278,10 @@ impl Executor for Smol {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        Ok(self.executor.spawn(task))
+        Ok(match &self.executor {
+            Some(executor) => executor.spawn(task),
+            None => smol::spawn(task),
+        })
     }
 }
 
@@ -299,7 +329,8 @@ impl Tokio {
 
 #[cfg(feature = "tokio")]
 impl Executor for Tokio {
-    /// Dropping it detaches the task; failfast aborts it itself.
+    /// Dropping it detaches the task; failfast flags the task to stop, and it ends at its next
+    /// poll.
     type Handle = tokio::task::JoinHandle<()>;
 
     fn spawn<F>(&self, task: F) -> Result<Self::Handle, F>

@@ -55,6 +55,40 @@ fn a_closure_is_an_executor() {
     assert_eq!(dashboard.orders, 5);
 }
 
+#[cfg(feature = "smol")]
+#[test]
+fn smols_global_executor_runs_calls_on_its_own_threads_and_fails_fast() {
+    let agg = UserAggregator::builder(mock::profile("Alice"), mock::orders(5))
+        .executor(executor::Smol::global())
+        .build()
+        .unwrap();
+    let dashboard = smol::block_on(agg.aggregate(&Context::background(), 1)).unwrap();
+    assert_eq!(dashboard.to_string(), "User: Alice | Orders: 5");
+
+    // Domino Effect: profile fails at once, orders would take 10 s and is cancelled.
+    let orders = mock::orders(5).delay(Duration::from_secs(10));
+    let calls = orders.calls();
+    let agg = UserAggregator::builder(mock::profile("Alice").fail("profile db down"), orders)
+        .executor(executor::Smol::global())
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let err = smol::block_on(agg.aggregate(&Context::background(), 1)).unwrap_err();
+    assert_eq!(err.service(), Some("profile"));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // Cancelled on the global executor's thread, soon after.
+    let waited = Instant::now();
+    while calls.in_flight() > 0 && waited.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(calls.in_flight(), 0);
+    assert_eq!(calls.finished(), 0);
+}
+
 /// An executor of its own that declines every task, like `Inline`, but through the general
 /// hand-back path rather than failfast's shortcut for the built-in one.
 #[derive(Clone)]
