@@ -7,7 +7,7 @@
 //!
 //! | group | N | failfast | baseline |
 //! |---|---|---|---|
-//! | `group-inline/async-io/{n}` | 2, 16, 256, 1024 | `Inline` + `AsyncIo` | `try_join_all`, raced against an async-io `Timer` made only if the join is pending after its first poll |
+//! | `group-inline/async-io/{n}` | 2, 16, 256, 1024 | `Inline` + `AsyncIo` | `try_join_all`, raced against an async-io `Timer` made only if the join is pending after its first poll; and "hand-written, same guarantees": a shared child context cancelled on return, panics caught, the first failure seen whatever the order (`FuturesUnordered`), the same race |
 //! | `group-inline/tokio-timer/{n}` | 2, 16, 256, 1024 | `Inline` + `timer::Tokio` | `tokio::time::timeout(try_join_all(..))` |
 //! | `group-spawn/tokio/{n}` | 16, 256 | `Tokio` + `timer::Tokio` | `JoinSet` x N + `timeout`, `abort_all` on the first error |
 //! | `group-spawn/smol/{n}` | 16, 256 | `Smol` + `AsyncIo` | `smol::Executor::spawn` x N, `try_join_all` of the tasks raced against a `Timer` |
@@ -114,6 +114,48 @@ fn async_io_baseline(n: usize) -> impl Future<Output = Result<Vec<usize>, BoxErr
     })
 }
 
+/// Hand-written code with the group's guarantees, for calls of one type: the calls share a
+/// child context that is cancelled when it returns; each call's panic is caught and named;
+/// the first failure returns at once whatever the order of the calls (a `FuturesUnordered`,
+/// the values put back in input order); raced against the same deadline as the baseline.
+/// What it leaves out: calls of different types (it would box each one), logs, the observer,
+/// limits, optional calls and per-call timeouts. Not in the bar; it shows how much of
+/// the gap to the bare `try_join_all` is these guarantees rather than the group.
+#[cfg(any(feature = "smol", feature = "async-std"))]
+fn same_guarantees(
+    ctx: &Context,
+    n: usize,
+) -> impl Future<Output = Result<Vec<usize>, BoxError>> + '_ {
+    use futures::StreamExt;
+    use futures::stream::FuturesUnordered;
+    use std::panic::AssertUnwindSafe;
+    async move {
+        let (scope, cancel) = ctx.with_cancel();
+        let _cancel = cancel.drop_guard();
+        let work = async {
+            let mut calls: FuturesUnordered<_> = (0..n)
+                .map(|i| {
+                    let call = |_ctx: Context| shard(i);
+                    let made = call(scope.clone());
+                    AssertUnwindSafe(made)
+                        .catch_unwind()
+                        .map(move |outcome| (i, outcome))
+                })
+                .collect();
+            let mut values = vec![None; n];
+            while let Some((i, outcome)) = calls.next().await {
+                match outcome {
+                    Ok(Ok(value)) => values[i] = Some(value),
+                    Ok(Err(err)) => return Err(format!("shard {i} failed: {err}").into()),
+                    Err(_) => return Err(format!("shard {i} panicked").into()),
+                }
+            }
+            Ok(values.into_iter().flatten().collect())
+        };
+        race_lazy(work, || async_io::Timer::after(TIMEOUT)).await
+    }
+}
+
 fn inline_async_io(c: &mut Criterion) {
     #[cfg(any(feature = "smol", feature = "async-std"))]
     let ctx = Context::background();
@@ -137,6 +179,14 @@ fn inline_async_io(c: &mut Criterion) {
         group.bench_function("baseline", |b| {
             b.to_async(FuturesExecutor).iter(|| async_io_baseline(n))
         });
+        #[cfg(any(feature = "smol", feature = "async-std"))]
+        {
+            check("same guarantees", block_on(same_guarantees(&ctx, n)), n);
+            group.bench_function("hand-written, same guarantees", |b| {
+                b.to_async(FuturesExecutor)
+                    .iter(|| same_guarantees(&ctx, n))
+            });
+        }
         group.finish();
     }
 }
