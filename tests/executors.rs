@@ -58,17 +58,25 @@ fn a_closure_is_an_executor() {
 #[cfg(feature = "smol")]
 #[test]
 fn smols_global_executor_runs_calls_on_its_own_threads_and_fails_fast() {
-    let agg = UserAggregator::builder(mock::profile("Alice"), mock::orders(5))
+    let ff = failfast::FailFast::builder()
         .executor(executor::Smol::global())
         .build()
         .unwrap();
-    let dashboard = smol::block_on(agg.aggregate(&Context::background(), 1)).unwrap();
-    assert_eq!(dashboard.to_string(), "User: Alice | Orders: 5");
+    let group = ff.group(&Context::background());
+    let call = group.call("where", |_ctx| async {
+        Ok::<_, failfast::BoxError>(std::thread::current().id())
+    });
+    let ran_on = smol::block_on(group.run(call)).unwrap();
+    assert_ne!(ran_on, std::thread::current().id());
 
-    // Domino Effect: profile fails at once, orders would take 10 s and is cancelled.
+    // Domino Effect: profile fails after 20 ms, orders would take 10 s and is cancelled in
+    // flight.
     let orders = mock::orders(5).delay(Duration::from_secs(10));
     let calls = orders.calls();
-    let agg = UserAggregator::builder(mock::profile("Alice").fail("profile db down"), orders)
+    let profile = mock::profile("Alice")
+        .delay(Duration::from_millis(20))
+        .fail("profile db down");
+    let agg = UserAggregator::builder(profile, orders)
         .executor(executor::Smol::global())
         .build()
         .unwrap();
@@ -80,12 +88,13 @@ fn smols_global_executor_runs_calls_on_its_own_threads_and_fails_fast() {
         "{:?}",
         started.elapsed()
     );
+    assert_eq!(calls.started(), 1, "the orders call was in flight");
     // Cancelled on the global executor's thread, soon after.
     let waited = Instant::now();
-    while calls.in_flight() > 0 && waited.elapsed() < Duration::from_secs(5) {
+    while calls.cancelled() == 0 && waited.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(1));
     }
-    assert_eq!(calls.in_flight(), 0);
+    assert_eq!(calls.cancelled(), 1);
     assert_eq!(calls.finished(), 0);
 }
 
