@@ -37,9 +37,10 @@ use futures::future::BoxFuture;
 ///
 /// Any `Fn(BoxFuture<'static, ()>) + Send + Sync + 'static` closure is an executor, so
 /// a runtime without an adapter here takes one line. A closure has no handle to give back, so
-/// the runtime's handle is detached at once and its finished tasks are freed on its own
-/// threads: implement the trait, with the runtime's handle as `Handle`, to have them freed on
-/// the group's thread.
+/// it must detach the runtime's handle itself (smol: `.detach()`; a smol `Task` dropped
+/// cancels the call, which failfast reports as [`Error::Dropped`](crate::Error::Dropped)), and
+/// the finished tasks are then freed on the runtime's threads: implement the trait, with the
+/// runtime's handle as `Handle`, to have them freed on the group's thread.
 ///
 /// # Examples
 ///
