@@ -7,7 +7,7 @@
 //!
 //! | group | N | failfast | baseline |
 //! |---|---|---|---|
-//! | `group-inline/async-io/{n}` | 2, 16, 256, 1024 | `Inline` + `AsyncIo` | `try_join_all`, raced against an async-io `Timer` made only if the join is pending after its first poll; and "hand-written, same guarantees": a shared child context cancelled on return, panics caught, the first failure seen whatever the order (`FuturesUnordered`), the same race |
+//! | `group-inline/async-io/{n}` | 2, 16, 256, 1024 | `Inline` + `AsyncIo` | `try_join_all`, raced against an async-io `Timer` made only if the join is pending after its first poll; and "hand-written, same guarantees": a shared child context cancelled on return, panics caught, the first failure seen whatever the order (`try_join_all` up to 30 calls, a `FuturesUnordered` above), the same race |
 //! | `group-inline/tokio-timer/{n}` | 2, 16, 256, 1024 | `Inline` + `timer::Tokio` | `tokio::time::timeout(try_join_all(..))` |
 //! | `group-spawn/tokio/{n}` | 16, 256 | `Tokio` + `timer::Tokio` | `JoinSet` x N + `timeout`, `abort_all` on the first error |
 //! | `group-spawn/smol/{n}` | 16, 256 | `Smol` + `AsyncIo` | `smol::Executor::spawn` x N, `try_join_all` of the tasks raced against a `Timer` |

@@ -7,9 +7,10 @@
 //!    cancels the sibling when it returns. The failing service blocks its thread for 200 µs
 //!    first, so that the caller has parked and what is timed is the wake-up path (without it,
 //!    the p50 jumped between 1 and 50 µs from run to run, by whether the caller had parked).
-//!    The two sides run in alternating rounds, and each round's p50 and p99 ratios are
-//!    printed as a median and a range: a single p99 moved by 20% from run to run on this
-//!    machine, more than the 10% the comparison is about.
+//!    The two sides run in alternating rounds after a warm-up round; the pooled ratios are
+//!    printed, and each round's p50 and p99 ratios as a median and a range: a single p99
+//!    moved by 20% from run to run on this machine, more than the 10% the comparison is
+//!    about.
 //! 2. **Deadline overshoot**: how late `DeadlineExceeded` arrives after the deadline, per
 //!    timer, with the machine idle and with every core busy. A negative value (early) is
 //!    counted separately and must be zero.
@@ -155,16 +156,8 @@ fn compare(
         failfast.extend(ours.0);
         baseline.extend(theirs.0);
     }
-    let row = |side: &str, samples: &mut Vec<u64>| {
-        let (p50, p99, max) = percentiles(samples);
-        println!(
-            "| {side} | {} | {p50:.1} | {p99:.1} | {max:.1} |",
-            samples.len()
-        );
-        (p50, p99)
-    };
-    let ours = row(name, &mut failfast);
-    let theirs = row(&format!("{name}: hand-written"), &mut baseline);
+    let ours = print_row(name, &mut failfast);
+    let theirs = print_row(&format!("{name}: hand-written"), &mut baseline);
     println!(
         "| {name}: failfast / hand-written, pooled | | {:.2}x | {:.2}x | |",
         ours.0 / theirs.0,
@@ -189,6 +182,16 @@ fn compare(
         spread(&mut p50_ratios),
         spread(&mut p99_ratios),
     );
+}
+
+/// Prints a row of the fail-fast table for `samples`; returns their p50 and p99.
+fn print_row(side: &str, samples: &mut [u64]) -> (f64, f64) {
+    let (p50, p99, max) = percentiles(samples);
+    println!(
+        "| {side} | {} | {p50:.1} | {p99:.1} | {max:.1} |",
+        samples.len()
+    );
+    (p50, p99)
 }
 
 /// One fail-fast latency sample of `agg`: the aggregate is driven by `block_on` on this
@@ -350,11 +353,7 @@ fn main() {
     {
         let agg = aggregator(executor::Inline);
         let mut latencies: Vec<u64> = (0..samples()).map(|_| failfast_sample(&agg)).collect();
-        let (p50, p99, max) = percentiles(&mut latencies);
-        println!(
-            "| inline | {} | {p50:.1} | {p99:.1} | {max:.1} |",
-            latencies.len()
-        );
+        print_row("inline", &mut latencies);
     }
     #[cfg(feature = "smol")]
     {
