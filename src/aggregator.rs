@@ -325,7 +325,9 @@ where
     /// [`Inline`](crate::executor::Inline), everything due at the same instant is), they are
     /// decided in this order: a call's failure, then answers (both calls having answered is a
     /// success even if the deadline or a cancellation is also due), then cancellation, then
-    /// the deadline. If both calls fail in the same poll, the profile call's error is
+    /// the deadline (but a `ctx` whose own deadline had passed before it was cancelled ends in
+    /// `DeadlineExceeded`, as its [`err`](crate::Context::err) says: that order is known, not
+    /// a tie). If both calls fail in the same poll, the profile call's error is
     /// reported; spawned calls report from their own tasks, so there the first failure to
     /// arrive wins. A service error observed once `ctx` has
     /// been cancelled or the deadline has passed is reported as `Cancelled` or

@@ -24,7 +24,7 @@ pub use wait::{Cancelled, Done, RunUntilCancelled};
 pub(crate) use clock::Clock;
 
 use after::After;
-use node::{Kind, Node, Scope};
+use node::{Kind, Node, Reason, Scope};
 
 /// A deadline, a cancellation signal and request-scoped values, passed as the first argument
 /// to every call.
@@ -502,13 +502,23 @@ impl Context {
     /// ```
     #[doc(alias = "Err")]
     pub fn err(&self) -> Option<ContextError> {
-        if let Some(reason) = self.scope().and_then(Scope::reason) {
-            return Some(match self.deadline {
-                Some(deadline) if deadline <= reason.at => ContextError::DeadlineExceeded,
-                _ => ContextError::Cancelled,
-            });
+        let scope = self.scope();
+        let ended = |reason: Reason| match self.deadline {
+            Some(deadline) if deadline <= reason.at => ContextError::DeadlineExceeded,
+            _ => ContextError::Cancelled,
+        };
+        if let Some(reason) = scope.and_then(Scope::reason) {
+            return Some(ended(reason));
         }
-        self.expired().then_some(ContextError::DeadlineExceeded)
+        let deadline = self.deadline?;
+        // The clock first, then the flag again: a cancel that sets the flag after this look
+        // stamps itself with a time read after ours, so a deadline passed by our reading is
+        // what ended the context, now and at every later call.
+        let now = self.now();
+        if let Some(reason) = scope.and_then(Scope::reason) {
+            return Some(ended(reason));
+        }
+        (now >= deadline).then_some(ContextError::DeadlineExceeded)
     }
 
     /// Why this context is done, in full (Go's `context.Cause`): the cause given to

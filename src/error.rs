@@ -53,7 +53,9 @@ pub enum Error {
         /// Time from the start of the group until it gave up, as measured by its timer.
         elapsed: Duration,
     },
-    /// The caller's context was cancelled.
+    /// The caller's context was cancelled (before its deadline passed: a cancel that comes
+    /// after is [`DeadlineExceeded`](Error::DeadlineExceeded), as the context's own
+    /// [`err`](crate::Context::err) says).
     Cancelled {
         /// Time from the start of the group until it gave up, as measured by its timer.
         elapsed: Duration,

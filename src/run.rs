@@ -53,8 +53,10 @@ impl<E: Executor, T: Timer> Group<'_, E, T> {
     ///
     /// **Ties.** When several of these are seen in the same poll (on
     /// [`Inline`](crate::executor::Inline), everything due at the same instant is), a failure
-    /// wins, then the join's result, then the cancellation, then the deadline. Of two failures
-    /// seen in one poll, the call made first wins; spawned calls report from their own tasks,
+    /// wins, then the join's result, then the cancellation, then the deadline (but a caller's
+    /// context whose own deadline passed before it was cancelled ends the group with
+    /// `DeadlineExceeded`, as its [`err`](crate::Context::err) says). Of two failures seen in
+    /// one poll, the call made first wins; spawned calls report from their own tasks,
     /// so the first failure to arrive wins. A service error or a call's own timeout seen once
     /// the caller has cancelled or the deadline has passed is reported as `Cancelled` or
     /// `DeadlineExceeded`: a service that honours its context fails *because* of them, and the
@@ -143,14 +145,14 @@ impl<E: Executor, T: Timer> Group<'_, E, T> {
         let records = &shared.records;
         // Refused before anything started: it spent no time on the calls.
         let elapsed = Duration::ZERO;
-        let refused = if shared.parent.is_cancelled() {
-            Some((
-                Error::Cancelled {
-                    elapsed,
-                    cause: shared.parent.given_cause(),
-                },
-                "the caller's context was already cancelled, nothing started",
-            ))
+        let refused = if let Some(error) = shared.ended_by_caller(elapsed) {
+            let message = match error {
+                Error::DeadlineExceeded { .. } => {
+                    "the deadline had already passed, nothing started"
+                }
+                _ => "the caller's context was already cancelled, nothing started",
+            };
+            Some((error, message))
         } else if shared.expired(shared.started) {
             // Past when the group was made: the caller's deadline. (The group's own timeout
             // is never zero; passing it since, calls that answer at once still win the tie.)
@@ -193,8 +195,8 @@ impl<E: Executor, T: Timer> Group<'_, E, T> {
         let shared = &*self.shared;
         let records = &shared.records;
         let now = self.ff.timer.now();
-        // Go's `defer cancel()`, stamped with the time just read (`close` would read it again).
-        shared.cancel_at(now);
+        // Go's `defer cancel()`.
+        shared.cancel();
         let elapsed = shared.elapsed(now);
         let mut result = match result {
             Err(error) => Err(shared.caused_by(&error, now).unwrap_or(error)),
@@ -443,9 +445,9 @@ where
     }
 }
 
-/// Whether the caller's cancellation or the deadline ends the group now, in that order. The
-/// deadline's sleep is created only once the calls are pending: calls that answer at their
-/// first poll need no timer.
+/// Whether the caller's cancellation (or its deadline, if that passed first) or the group's
+/// deadline ends the group now, in that order. The deadline's sleep is created only once the
+/// calls are pending: calls that answer at their first poll need no timer.
 fn poll_end<R, E: Executor, T: Timer>(
     group: &Group<'_, E, T>,
     cancelled: &mut Option<Cancelled>,
@@ -458,10 +460,7 @@ fn poll_end<R, E: Executor, T: Timer>(
     let cancelled = cancelled.get_or_insert_with(|| shared.parent.cancelled());
     if shared.parent.is_cancelled() || Pin::new(cancelled).poll(cx).is_ready() {
         let elapsed = shared.elapsed(timer.now());
-        return Some(Err(Error::Cancelled {
-            elapsed,
-            cause: shared.parent.given_cause(),
-        }));
+        return shared.ended_by_caller(elapsed).map(Err);
     }
     let deadline = shared.deadline?;
     if sleep.is_none() {

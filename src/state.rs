@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures::task::AtomicWaker;
 
-use crate::context::{CancelHandle, Clock, Context};
+use crate::context::{CancelHandle, Clock, Context, ContextError};
 use crate::error::{Error, SharedError};
 use crate::observer::Observer;
 use crate::records::Records;
@@ -140,13 +140,6 @@ impl Shared {
         }
     }
 
-    /// Cancels the calls' context as of `now`, the group timer's time just read.
-    pub(crate) fn cancel_at(&self, now: Instant) {
-        if !self.cancel.is_cancelled() {
-            self.cancel.cancel_at(now, self.cause());
-        }
-    }
-
     /// The cause the calls' context is cancelled with: the first failure of a required call,
     /// if there has been one (the thread that met it may not have cancelled the context yet
     /// when a driver polled on another thread settles the group), else none: a plain
@@ -219,14 +212,27 @@ impl Shared {
         }
     }
 
+    /// How the caller's context ended the group, if it is cancelled: as its own `err()` says,
+    /// `DeadlineExceeded` when its deadline passed before the cancellation, else `Cancelled`
+    /// with the caller's cause.
+    pub(crate) fn ended_by_caller(&self, elapsed: Duration) -> Option<Error> {
+        if !self.parent.is_cancelled() {
+            return None;
+        }
+        Some(match self.parent.err() {
+            Some(ContextError::DeadlineExceeded) => Error::DeadlineExceeded { elapsed },
+            _ => Error::Cancelled {
+                elapsed,
+                cause: self.parent.given_cause(),
+            },
+        })
+    }
+
     /// Why no call may start any more, if the caller has cancelled or the deadline has passed.
     pub(crate) fn over(&self, now: Instant) -> Option<Error> {
         let elapsed = self.elapsed(now);
-        if self.parent.is_cancelled() {
-            Some(Error::Cancelled {
-                elapsed,
-                cause: self.parent.given_cause(),
-            })
+        if let Some(error) = self.ended_by_caller(elapsed) {
+            Some(error)
         } else if self.expired(now) {
             Some(Error::DeadlineExceeded { elapsed })
         } else {
@@ -268,7 +274,7 @@ mod tests {
         };
         *lock(&shared.failure) = Some(failure);
         shared.failed.store(true, Ordering::Release);
-        shared.cancel_at(shared.started);
+        shared.cancel();
         let cause = shared.ctx.cause().expect("cancelled");
         let error = cause
             .downcast_ref::<Error>()

@@ -6,7 +6,7 @@ mod common;
 use std::error::Error as _;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{drive_for, finish, ms};
@@ -161,6 +161,144 @@ fn a_cancel_at_the_very_instant_of_the_deadline_counts_as_the_deadline() {
     clock.advance(ms(100));
     cancel.cancel();
     assert_eq!(child.err(), Some(ContextError::DeadlineExceeded));
+}
+
+/// A clock that stands still on the thread named "canceller": each reading there takes the
+/// time, says it arrived, and sleeps a while before answering. The test moves the time on
+/// meanwhile, as if the deadline passed in the middle of a cancel.
+#[derive(Clone)]
+struct SlowOnTheCanceller {
+    base: Instant,
+    offset: Arc<AtomicU64>,
+    arrived: Arc<AtomicUsize>,
+}
+
+impl SlowOnTheCanceller {
+    fn new() -> SlowOnTheCanceller {
+        SlowOnTheCanceller {
+            base: Instant::now(),
+            offset: Arc::default(),
+            arrived: Arc::default(),
+        }
+    }
+
+    fn advance_to(&self, offset: Duration) {
+        self.offset
+            .store(offset.as_millis().try_into().unwrap(), Ordering::SeqCst);
+    }
+
+    fn wait_for_the_canceller(&self) {
+        let start = Instant::now();
+        while self.arrived.load(Ordering::SeqCst) == 0 {
+            assert!(
+                start.elapsed() < SLACK,
+                "the canceller never read the clock"
+            );
+            std::thread::yield_now();
+        }
+    }
+}
+
+impl Timer for SlowOnTheCanceller {
+    type Sleep = futures::future::Pending<()>;
+
+    fn sleep(&self, _: Duration) -> Self::Sleep {
+        futures::future::pending()
+    }
+
+    fn now(&self) -> Instant {
+        let now = self.base + Duration::from_millis(self.offset.load(Ordering::SeqCst));
+        if std::thread::current().name() == Some("canceller") {
+            self.arrived.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(ms(30));
+        }
+        now
+    }
+}
+
+/// Cancels `cancel` on a thread named "canceller" while the deadline at 100 ms passes, and
+/// returns what `ctx.err()` said first, in the middle of the cancel, and what it says after.
+fn err_while_the_deadline_passes_during_a_cancel(
+    clock: &SlowOnTheCanceller,
+    ctx: &Context,
+    cancel: failfast::CancelHandle,
+) -> (Option<ContextError>, Option<ContextError>) {
+    let canceller = std::thread::Builder::new()
+        .name("canceller".into())
+        .spawn(move || cancel.cancel())
+        .unwrap();
+    clock.wait_for_the_canceller();
+    clock.advance_to(ms(100));
+    let during = ctx.err();
+    assert!(canceller.join().unwrap(), "the cancel took effect");
+    (during, ctx.err())
+}
+
+#[test]
+fn err_never_changes_when_the_deadline_passes_while_a_cancel_reads_its_clock() {
+    // The scope cancelled is the one whose deadline it is: `err` in the middle of the cancel
+    // must already give the answer it gives for good.
+    let clock = SlowOnTheCanceller::new();
+    let (ctx, cancel) = Context::background()
+        .with_timer(clock.clone())
+        .with_cancel();
+    let child = ctx.with_timeout(ms(100));
+    let (during, after) = err_while_the_deadline_passes_during_a_cancel(&clock, &child, cancel);
+    assert!(
+        during.is_some(),
+        "done: the cancel had begun, or the deadline had passed"
+    );
+    assert_eq!(during, after, "err() changed its answer");
+}
+
+#[test]
+fn err_never_changes_when_the_deadline_passes_while_a_cancel_travels_down_the_tree() {
+    // The cancel starts above and reaches the scope with the deadline only after it passed:
+    // a reader in between saw the deadline pass, so the deadline stays the reason.
+    let clock = SlowOnTheCanceller::new();
+    let (root, cancel) = Context::background()
+        .with_timer(clock.clone())
+        .with_cancel();
+    let (below, _keep) = root.with_timeout(ms(100)).with_cancel();
+    let (during, after) = err_while_the_deadline_passes_during_a_cancel(&clock, &below, cancel);
+    assert_eq!(during, Some(ContextError::DeadlineExceeded));
+    assert_eq!(
+        after,
+        Some(ContextError::DeadlineExceeded),
+        "err() changed its answer"
+    );
+    assert_eq!(
+        root.err(),
+        Some(ContextError::Cancelled),
+        "the root was cancelled first"
+    );
+}
+
+#[test]
+fn an_after_function_runs_once_when_a_cancel_races_the_deadline_on_another_thread() {
+    for round in 0..200_u64 {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let deadline = Instant::now() + Duration::from_micros(200 + round % 7 * 50);
+        let ctx = ctx.with_deadline(deadline);
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counter = runs.clone();
+        let _handle = ctx.after(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        let canceller = std::thread::spawn(move || {
+            while Instant::now() < deadline {
+                std::hint::spin_loop();
+            }
+            cancel.cancel();
+        });
+        canceller.join().unwrap();
+        // The deadline's sleep fires on the timer's thread, if it has not lost the race.
+        futures::executor::block_on(ctx.done());
+        std::thread::sleep(Duration::from_millis(1));
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "round {round}");
+        let first = ctx.err();
+        assert_eq!(ctx.err(), first, "round {round}: err() changed its answer");
+    }
 }
 
 #[test]

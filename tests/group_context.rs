@@ -142,6 +142,40 @@ on_every_executor!(
 );
 
 on_every_executor!(
+    async fn a_callers_deadline_that_passed_before_its_cancel_is_the_groups_error(ex) {
+        // As the caller's own `err()` says: the deadline came first, so it is the reason,
+        // whether the group starts after both or is running when the cancel comes.
+        let (ctx, cancel) = Context::background().with_cancel();
+        let spent = ctx.with_timeout_cause(Duration::ZERO, "budget spent");
+        cancel.cancel_with("a later cancel");
+        assert_eq!(spent.err(), Some(ContextError::DeadlineExceeded));
+        let ff = FailFast::builder().executor(ex.clone()).build().unwrap();
+        let group = ff.group(&spent);
+        let err = group
+            .run(group.call("never", |_ctx| async { Ok::<_, BoxError>(()) }))
+            .await
+            .unwrap_err();
+        assert!(err.is_deadline_exceeded(), "before the run: {err:#}");
+
+        let clock = Manual::new();
+        let ff = on_clock(ex, &clock).build().unwrap();
+        let (ctx, cancel) = Context::background().with_timer(clock.clone()).with_cancel();
+        let caller = ctx.with_timeout(ms(100));
+        let group = ff.group(&caller);
+        let mut run = pin!(group.run(group.call("slow", |ctx: Context| async move {
+            ctx.done().await;
+            Err::<(), BoxError>(ctx.cause().expect("done").into())
+        })));
+        assert!(drive_until(run.as_mut(), || clock.sleepers() > 0).await.is_none());
+        clock.advance(ms(100));
+        cancel.cancel_with("a later cancel");
+        assert_eq!(caller.err(), Some(ContextError::DeadlineExceeded));
+        let err = finish(run).await.unwrap_err();
+        assert!(err.is_deadline_exceeded(), "during the run: {err:#}");
+    }
+);
+
+on_every_executor!(
     async fn calls_see_the_callers_values_and_nested_groups_pass_them_on(ex) {
         #[derive(Debug, PartialEq)]
         struct TraceId(u32);

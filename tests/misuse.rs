@@ -342,12 +342,23 @@ fn advancing_a_manual_clock_by_duration_max_reaches_even_a_deadline_at_the_end_o
 }
 
 #[test]
-fn a_context_both_cancelled_and_past_its_deadline_reports_the_cancellation() {
-    // The documented tie rule: cancellation wins over the deadline.
+fn a_context_both_cancelled_and_past_its_deadline_reports_whichever_came_first() {
+    // Its deadline passed long before the cancel: the deadline, as the context's `err()` says.
     let (agg, calls) = hanging_on(timer::FuturesTimer, Duration::from_secs(1));
     let (ctx, cancel) = Context::background().with_cancel();
     let ctx = ctx.with_deadline(start_of_time());
     cancel.cancel();
+    let err = block_on(agg.aggregate(&ctx, 1)).unwrap_err();
+    assert!(
+        matches!(err, AggregateError::DeadlineExceeded { elapsed } if elapsed.is_zero()),
+        "{err:?}"
+    );
+    // Cancelled before its deadline, and both are past when the aggregate starts: the
+    // cancellation.
+    let (ctx, cancel) = Context::background().with_cancel();
+    let ctx = ctx.with_deadline(Instant::now() + Duration::from_millis(5));
+    cancel.cancel();
+    std::thread::sleep(Duration::from_millis(20));
     let err = block_on(agg.aggregate(&ctx, 1)).unwrap_err();
     assert!(
         matches!(err, AggregateError::Cancelled { elapsed, .. } if elapsed.is_zero()),

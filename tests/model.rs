@@ -227,6 +227,14 @@ impl Case {
         }
     }
 
+    /// When the caller's cancel ends the aggregate as a cancellation: not when the caller's
+    /// own deadline came at or before it (its context's `err()` is then the deadline, and so
+    /// is the aggregate's error).
+    fn cancels_first_at(&self) -> Option<u64> {
+        self.cancel_at()
+            .filter(|&at| self.caller_deadline.is_none_or(|deadline| at < deadline))
+    }
+
     fn drop_at(&self) -> Option<u64> {
         match self.caller {
             Caller::DropsAt(at) => Some(at),
@@ -393,11 +401,12 @@ fn predict(case: &Case, observation: Observation) -> Prediction {
         outcomes: vec![outcome],
         started: false,
     };
-    // Before the first poll: dropped unpolled, already cancelled (checked first), already late.
+    // Before the first poll: dropped unpolled, already cancelled (checked first, unless its
+    // own deadline came first), already late.
     if case.drop_at() == Some(0) {
         return before_start(Outcome::WalkedAway);
     }
-    if case.cancel_at() == Some(0) {
+    if case.cancels_first_at() == Some(0) {
         return before_start(Outcome::Cancelled);
     }
     if deadline == 0 {
@@ -415,7 +424,7 @@ fn predict(case: &Case, observation: Observation) -> Prediction {
         }
         let earlier = case.calls_ending(|end| end < t);
         let now = case.calls_ending(|end| end == t);
-        let cancelled = case.cancel_at() == Some(t);
+        let cancelled = case.cancels_first_at() == Some(t);
         let expired = deadline == t;
 
         // What the deciding poll may have seen of the calls ending now.
@@ -580,7 +589,10 @@ async fn run_case<E: Executor + Clone>(
         .timeout(case.timeout.map_or(Duration::MAX, ms))
         .build()
         .map_err(|err| format!("build failed: {err}"))?;
-    let (ctx, cancel) = Context::background().with_cancel();
+    // On the virtual clock: the caller's cancel is stamped in the time its deadline is in.
+    let (ctx, cancel) = Context::background()
+        .with_timer(clock.clone())
+        .with_cancel();
     let ctx = match case.caller_deadline {
         Some(deadline) => ctx.with_deadline(start + ms(deadline)),
         None => ctx,

@@ -3,11 +3,10 @@
 use std::fmt;
 use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
 
 #[cfg(doc)]
 use super::Context;
-use super::node::{Node, Reason, Scope};
+use super::node::{Node, Scope};
 use crate::error::{BoxError, SharedError};
 
 /// Why a context is done: Go's `context.Canceled` and `context.DeadlineExceeded`.
@@ -132,17 +131,7 @@ impl CancelHandle {
 
     /// Cancels with `cause` given as a shared error (no new allocation).
     pub(crate) fn cancel_reason(&self, cause: Option<SharedError>) -> bool {
-        if self.is_cancelled() {
-            return false;
-        }
-        let at = self.node.now();
-        self.node.cancel(Reason { at, cause })
-    }
-
-    /// Cancels with `cause` (none: a plain cancellation), as of `at` on this context's clock:
-    /// for a canceller that has just read that clock.
-    pub(crate) fn cancel_at(&self, at: Instant, cause: Option<SharedError>) -> bool {
-        self.node.cancel(Reason { at, cause })
+        !self.is_cancelled() && self.node.cancel(cause)
     }
 
     /// Whether the context has been cancelled, by this handle or from above.

@@ -146,25 +146,29 @@ impl Node {
     /// Cancels this scope and everything below it, iteratively (a chain of any depth is fine),
     /// then runs the after-functions registered there, outside every lock of the tree.
     /// Returns false if the scope was already cancelled.
-    pub(crate) fn cancel(&self, reason: Reason) -> bool {
+    ///
+    /// Each scope stamps its own cancellation with its clock, read after its flag is set (see
+    /// `cancel_one`), so that `Context::err` never changes once a reader has seen it.
+    pub(crate) fn cancel(&self, cause: Option<SharedError>) -> bool {
+        self.cancel_stamped(None, cause)
+    }
+
+    /// [`cancel`](Node::cancel), stamped `at` if given (a cancellation inherited when the
+    /// scope was made, which no reader can have seen pending) or else by this node's clock.
+    fn cancel_stamped(&self, at: Option<Instant>, cause: Option<SharedError>) -> bool {
         let Some(scope) = self.scope() else {
             return false;
         };
         let mut afters = Vec::new();
-        let Some(children) = scope.cancel_one(&reason, &mut afters) else {
+        let Some(children) = scope.cancel_one(at, || self.now(), &cause, &mut afters) else {
             return false;
         };
-        // Each child scope with the reason of the scope above it.
-        let mut below: Vec<(Weak<Node>, Reason)> = children
-            .into_iter()
-            .map(|child| (child, reason.clone()))
-            .collect();
-        while let Some((weak, above)) = below.pop() {
+        let mut below = children;
+        while let Some(weak) = below.pop() {
             let Some(node) = weak.upgrade() else { continue };
             let Some(scope) = node.scope() else { continue };
-            let reason = node.restamp(above);
-            if let Some(children) = scope.cancel_one(&reason, &mut afters) {
-                below.extend(children.into_iter().map(|child| (child, reason.clone())));
+            if let Some(children) = scope.cancel_one(None, || node.now(), &cause, &mut afters) {
+                below.extend(children);
             }
         }
         for after in afters {
@@ -220,7 +224,8 @@ impl Scope {
         self.cancelled.load(Ordering::SeqCst)
     }
 
-    /// Why and when this scope was cancelled, once it is.
+    /// Why and when this scope was cancelled, once it is. (`cancel_one` sets the flag under
+    /// the reason's lock: a reader that sees the flag waits here until the reason is in.)
     pub(crate) fn reason(&self) -> Option<Reason> {
         if self.is_cancelled() {
             lock(&self.reason).clone()
@@ -252,7 +257,8 @@ impl Scope {
         // `cancel_one` sets the flag before it takes the list: either it saw our push, or we
         // see its flag here.
         if let Some(reason) = self.reason() {
-            child.cancel(child.restamp(reason));
+            let reason = child.restamp(reason);
+            child.cancel_stamped(Some(reason.at), reason.cause);
         }
     }
 
@@ -285,16 +291,31 @@ impl Scope {
 
     /// Cancels this scope alone: `None` if it already was, else its children. Its
     /// after-functions are moved to `afters`.
-    fn cancel_one(&self, reason: &Reason, afters: &mut Vec<Arc<After>>) -> Option<Vec<Weak<Node>>> {
+    ///
+    /// The time is read (unless given) after the flag is set and before the reason is
+    /// published, under the reason's lock: a reader that saw the flag unset read its clock
+    /// before, so a deadline it saw pass is at or before the time recorded here, and `err`
+    /// gives it the same answer afterwards.
+    fn cancel_one(
+        &self,
+        at: Option<Instant>,
+        now: impl FnOnce() -> Instant,
+        cause: &Option<SharedError>,
+        afters: &mut Vec<Arc<After>>,
+    ) -> Option<Vec<Weak<Node>>> {
         // The first cause wins: whoever sets the reason cancels.
         {
             let mut set = lock(&self.reason);
             if set.is_some() {
                 return None;
             }
-            *set = Some(reason.clone());
+            self.cancelled.store(true, Ordering::SeqCst);
+            let at = at.unwrap_or_else(now);
+            *set = Some(Reason {
+                at,
+                cause: cause.clone(),
+            });
         }
-        self.cancelled.store(true, Ordering::SeqCst);
         // `listen` sets `listened` before it registers and re-checks our flag after: a
         // listener this load misses sees the flag.
         if self.listened.load(Ordering::SeqCst) {
