@@ -77,7 +77,10 @@
 //! # Features
 //!
 //! * `futures-timer` (default): `timer::FuturesTimer`, the default timer. Without it there is
-//!   no default timer: set one with `.timer(..)` on the builder and on each `mock::Mock`.
+//!   no default timer: set one with `.timer(..)` on the builder and on each `mock::Mock`,
+//!   and attach one to a root context with [`Context::with_timer`] if anything waits on its
+//!   deadline outside a group (its `err()` and `is_done()` report a passed deadline either
+//!   way; `done()` warns once that it cannot fire).
 //! * `smol`: `executor::Smol` and `timer::AsyncIo`.
 //! * `tokio`: `executor::Tokio` and `timer::Tokio`.
 //! * `async-std`: `executor::AsyncStd` and `timer::AsyncIo` (async-std is deprecated
