@@ -8,6 +8,7 @@
 //! | `context/cancel` | `with_cancel()`, then `cancel()` | `CancellationToken::new()`, then `cancel()` |
 //! | `context/deadline` | `with_timeout(d)` + drop | (none: a token has no deadline) |
 //! | `context/err` | `err()` on a context with a deadline (reads the clock) | `is_cancelled()` |
+//! | `context/deep-chain` | a chain of 100k `with_cancel()` scopes: made, cancelled from the root, dropped | the same with `child_token()` |
 //!
 //! Before criterion runs, it prints the allocations each operation makes (counted by a global
 //! allocator that wraps the system's, here in the bench only).
@@ -30,6 +31,10 @@ use common::ALLOCATIONS;
 
 #[global_allocator]
 static GLOBAL: common::Counting = common::Counting;
+
+/// Levels of the deep chain, as in the test that it cancels and drops without overflowing the
+/// stack.
+const DEPTH: usize = 100_000;
 
 /// Allocations made by `f`, averaged over many runs (amortised list growth included).
 fn allocations(mut f: impl FnMut()) -> f64 {
@@ -125,6 +130,37 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("context/deadline");
     group.bench_function("failfast", |b| {
         b.iter(|| drop(black_box(ctx.with_timeout(Duration::from_secs(1)))))
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("context/deep-chain");
+    group.sample_size(10);
+    group.bench_function("failfast", |b| {
+        b.iter(|| {
+            let (root, cancel) = Context::background().with_cancel();
+            let mut chain = Vec::with_capacity(DEPTH);
+            chain.push(root);
+            for _ in 1..DEPTH {
+                let child = chain.last().expect("the root").with_cancel().0;
+                chain.push(child);
+            }
+            cancel.cancel();
+            assert!(chain.last().expect("a leaf").is_cancelled());
+            drop(black_box(chain));
+        })
+    });
+    group.bench_function("tokio-util", |b| {
+        b.iter(|| {
+            let mut chain = Vec::with_capacity(DEPTH);
+            chain.push(CancellationToken::new());
+            for _ in 1..DEPTH {
+                let child = chain.last().expect("the root").child_token();
+                chain.push(child);
+            }
+            chain[0].cancel();
+            assert!(chain.last().expect("a leaf").is_cancelled());
+            drop(black_box(chain));
+        })
     });
     group.finish();
 
