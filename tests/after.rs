@@ -10,6 +10,9 @@ use common::ms;
 use failfast::timer::Manual;
 use failfast::{Context, ContextError};
 
+/// Generous: these machines are shared and noisy.
+const SLACK: Duration = Duration::from_secs(5);
+
 /// Counts how many times the functions made by `f()` ran.
 #[derive(Clone, Default)]
 struct Runs(Arc<AtomicUsize>);
@@ -261,4 +264,52 @@ fn stopped_functions_do_not_pile_up_on_a_long_lived_context() {
         "stopped functions are dropped at once"
     );
     cancel.cancel();
+}
+
+#[test]
+fn stop_while_the_function_runs_returns_false_at_once_without_waiting_for_it() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    let handle = ctx.after(move || {
+        started_tx.send(()).unwrap();
+        release_rx.recv().unwrap();
+    });
+    let canceller = std::thread::spawn(move || cancel.cancel());
+    started.recv_timeout(SLACK).expect("the function started");
+    let asked = Instant::now();
+    assert!(!handle.stop(), "too late: the function is running");
+    assert!(asked.elapsed() < SLACK, "stop() waited for the function");
+    release.send(()).unwrap();
+    assert!(canceller.join().unwrap());
+}
+
+#[test]
+fn an_after_function_registered_while_another_thread_cancels_runs_exactly_once() {
+    // A stress test: the window it aims at (between `after`'s first look at the flag and its
+    // registration) is a few instructions wide, so it may not catch every bug there.
+    let go = Arc::new(std::sync::Barrier::new(2));
+    let (tx, rx) = std::sync::mpsc::channel::<failfast::CancelHandle>();
+    let canceller = {
+        let go = go.clone();
+        std::thread::spawn(move || {
+            for cancel in rx {
+                go.wait();
+                cancel.cancel();
+                go.wait();
+            }
+        })
+    };
+    for round in 0..5_000 {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let runs = Runs::default();
+        tx.send(cancel).unwrap();
+        go.wait(); // both start together
+        let _handle = ctx.after(runs.f());
+        go.wait(); // the cancel returned
+        // Whoever saw the other (the canceller the registration, or `after` the flag) ran it.
+        assert_eq!(runs.get(), 1, "round {round}");
+    }
+    drop(tx);
+    canceller.join().unwrap();
 }

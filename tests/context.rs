@@ -458,6 +458,31 @@ fn a_drop_guard_cancels_when_dropped_and_disarm_keeps_the_handle() {
 }
 
 #[test]
+fn with_cancel_timeout_and_with_cancel_deadline_are_done_at_the_deadline_or_at_the_cancel() {
+    let clock = Manual::new();
+    let root = Context::background().with_timer(clock.clone());
+    let (timed, _cancel) = root.with_cancel_timeout(ms(100));
+    let (cancelled, cancel) = root.with_cancel_deadline(clock.now() + ms(100));
+    assert_eq!((timed.err(), cancelled.err()), (None, None));
+    assert_eq!(timed.remaining(), Some(ms(100)));
+
+    assert!(cancel.cancel());
+    assert_eq!(cancelled.err(), Some(ContextError::Cancelled));
+    assert_eq!(cancelled.cause().unwrap().to_string(), "context cancelled");
+    assert_eq!(timed.err(), None, "a sibling's cancel does not reach it");
+
+    clock.advance(ms(100));
+    assert_eq!(timed.err(), Some(ContextError::DeadlineExceeded));
+    assert!(!timed.is_cancelled(), "its deadline is not a cancellation");
+    assert_eq!(
+        cancelled.err(),
+        Some(ContextError::Cancelled),
+        "the cancel came first"
+    );
+    assert_eq!(root.err(), None, "the root is untouched");
+}
+
+#[test]
 fn run_until_cancelled_returns_none_when_the_context_is_done_first() {
     futures::executor::block_on(async {
         let clock = Manual::new();

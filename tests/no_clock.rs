@@ -25,7 +25,11 @@ fn with_no_clock_a_passed_deadline_is_reported_and_done_warns_instead_of_hanging
     assert!(ctx.is_done());
     assert_eq!(ctx.err(), Some(ContextError::DeadlineExceeded));
     assert!(ctx.done().now_or_never().is_some());
-    assert!(capture.lines().is_empty(), "nothing to warn about: {:?}", capture.lines());
+    assert!(
+        capture.lines().is_empty(),
+        "nothing to warn about: {:?}",
+        capture.lines()
+    );
 
     // Waiting on a deadline still ahead cannot end at it: a warning says so, and the way out.
     let later = Context::background().with_timeout(Duration::from_secs(3600));
@@ -33,7 +37,11 @@ fn with_no_clock_a_passed_deadline_is_reported_and_done_warns_instead_of_hanging
     let warned = capture.with_message("no clock");
     assert_eq!(warned.len(), 1, "{:?}", capture.lines());
     assert_eq!(warned[0].0, log::Level::Warn);
-    assert!(warned[0].1.contains("Context::with_timer"), "{}", warned[0].1);
+    assert!(
+        warned[0].1.contains("Context::with_timer"),
+        "{}",
+        warned[0].1
+    );
 
     // The way out: a clock attached to the root.
     let clock = Manual::new();
