@@ -300,6 +300,10 @@ pub enum BuildError {
     /// A budget ratio outside `[0, 1]` (or NaN).
     #[error("the budget ratio must be between 0 and 1")]
     BudgetRatio,
+    /// An adaptive hedge's window of zero: it would forget every latency at once and never
+    /// hedge.
+    #[error("the adaptive hedge's window must be greater than zero")]
+    ZeroWindow,
 }
 
 /// Renders a panic payload the way the standard library's hook does.

@@ -32,8 +32,9 @@ const MORE_THAN_CALLS: &str =
 ///
 /// The group's cancellation ends it as it ends any join. `k = 0` needs nothing: the gather
 /// yields `Ok` with no values at once (best effort: every success by the deadline), and the
-/// calls it did not wait for are cancelled. `k` above the number of calls is an
-/// [`Error::Misuse`], when the gather is first polled.
+/// calls it did not wait for are cancelled. `k` above the number of calls is refused when the
+/// gather is made: its calls are cancelled before any starts, and it yields
+/// [`Error::Misuse`] when run.
 ///
 /// In virtual time with a spawned executor, move the clock one event at a time (waiting for
 /// each call to report, as with any spawned call): a call whose task answers within the same
@@ -65,6 +66,8 @@ const MORE_THAN_CALLS: &str =
 #[must_use = "futures do nothing unless you .await or poll them; a dropped gather cancels its calls"]
 pub struct Gather<'g, V> {
     calls: Vec<Option<Optional<'g, V>>>,
+    /// How many calls were given (none are kept when `k` is more).
+    n: usize,
     k: usize,
     best_effort: bool,
     /// The group: its deadline and its timer.
@@ -78,11 +81,21 @@ pub struct Gather<'g, V> {
 
 impl<'g, V> Gather<'g, V> {
     pub(crate) fn new(k: usize, calls: Vec<Call<'g, V>>, group: &'g dyn Driver) -> Gather<'g, V> {
-        Gather {
-            calls: calls
+        // More successes than calls: refused now, before `run` can start any of them. The
+        // calls are dropped, which cancels them; the first poll reports the misuse.
+        let n = calls.len();
+        let calls = if k > n {
+            drop(calls);
+            Vec::new()
+        } else {
+            calls
                 .into_iter()
                 .map(|call| Some(call.optional()))
-                .collect(),
+                .collect()
+        };
+        Gather {
+            calls,
+            n,
             k,
             best_effort: false,
             group,
@@ -158,10 +171,8 @@ impl<V: 'static> Future for Gather<'_, V> {
                 message: "a gather was polled again after it had completed",
             }));
         }
-        let calls = this.calls.len();
-        if this.k > calls {
+        if this.k > this.n {
             this.done = true;
-            this.calls.clear();
             return Poll::Ready(Err(Error::Misuse {
                 message: MORE_THAN_CALLS,
             }));
@@ -193,7 +204,7 @@ impl<V: 'static> Future for Gather<'_, V> {
                 break; // k is enough: the calls not looked at are cancelled
             }
         }
-        let running = calls - this.succeeded.len() - this.failed;
+        let running = this.n - this.succeeded.len() - this.failed;
         let enough = !this.best_effort && this.succeeded.len() >= this.k;
         let hopeless = this.succeeded.len() + running < this.k;
         // Only best effort waits for the deadline: read the clock for it alone.

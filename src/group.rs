@@ -203,8 +203,9 @@ impl<'ff, E: Executor, T: Timer> Group<'ff, E, T> {
     /// [`Gather`].
     ///
     /// `calls` may be [`Call`]s, [`Idempotent`] calls (retried or hedged) or
-    /// [`Optional`](crate::Optional) ones. `k` larger than the number of calls is an
-    /// [`Error::Misuse`](crate::Error::Misuse) when the gather is polled.
+    /// [`Optional`](crate::Optional) ones. `k` larger than the number of calls is refused
+    /// here: the calls are cancelled before any starts, and the gather yields
+    /// [`Error::Misuse`](crate::Error::Misuse) when it is run.
     ///
     /// # Examples
     ///

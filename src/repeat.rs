@@ -52,6 +52,29 @@ where
     if let Some(budget) = &retry.budget {
         budget.deposit(now());
     }
+    if let Some(refused) = too_late_to_start(&ctx, retry.min_time_left, now()) {
+        // Not even a first attempt: as a retry refused for lack of time.
+        observe(
+            &shared,
+            AttemptFinished {
+                error: Some(&*refused),
+                stopped: Some(StopReason::Deadline),
+                ..event(&shared, &name, 1, Duration::ZERO)
+            },
+        );
+        report(
+            &shared,
+            &name,
+            0,
+            &refused,
+            Next::Stop(StopReason::Deadline),
+        );
+        return Err(Box::new(GaveUp {
+            attempts: 0,
+            reason: StopReason::Deadline,
+            last: refused,
+        }));
+    }
     let mut attempt = 1;
     loop {
         let started = now();
@@ -156,7 +179,7 @@ where
                     ..event(&shared, &name, attempt, elapsed)
                 },
             );
-            report(&shared, &name, attempt, &error, None, Some(reason));
+            report(&shared, &name, attempt, &error, Next::Stop(reason));
             return Err(Box::new(GaveUp {
                 attempts: attempt,
                 reason,
@@ -171,7 +194,7 @@ where
                 ..event(&shared, &name, attempt, elapsed)
             },
         );
-        report(&shared, &name, attempt, &error, Some(backoff), None);
+        report(&shared, &name, attempt, &error, Next::Retry(backoff));
         if let (Some(resume), Some(clock), false) = (resume, ctx.clock(), backoff.is_zero()) {
             let mut sleep = clock.sleep_until(resume);
             let mut done = ctx.done();
@@ -182,6 +205,20 @@ where
         attempt += 1;
     }
 }
+
+/// The error of a first attempt that may not start: less than `min_time_left` is left before
+/// the call's deadline at `now`. `None` if it may.
+fn too_late_to_start(ctx: &Context, min_time_left: Duration, now: Instant) -> Option<BoxError> {
+    let deadline = ctx.deadline()?;
+    let ready = now.checked_add(min_time_left)?;
+    (ready >= deadline && !min_time_left.is_zero())
+        .then(|| Box::new(NoTimeToStart(min_time_left)) as BoxError)
+}
+
+/// The error of a call under a retry policy whose first attempt did not start.
+#[derive(Debug, thiserror::Error)]
+#[error("less than the minimum of {0:.1?} was left before the deadline: no attempt started")]
+struct NoTimeToStart(Duration);
 
 /// Tells the observer about one attempt, if there is an observer.
 fn observe(shared: &Shared, event: AttemptFinished<'_>) {
@@ -210,18 +247,25 @@ fn event<'a>(
     }
 }
 
-/// Logs a failed attempt: the retry to come (debug), a budget refusal (info), or giving up
-/// (debug: the group reports the call's failure).
-fn report(
-    shared: &Shared,
-    name: &str,
-    attempt: u32,
-    error: &BoxError,
-    backoff: Option<Duration>,
-    stopped: Option<StopReason>,
-) {
-    let level = match stopped {
-        Some(StopReason::Budget) => Level::Info,
+/// What follows a failed attempt, as its log record says.
+#[derive(Clone, Copy)]
+enum Next {
+    /// A retry, after this backoff.
+    Retry(Duration),
+    /// A hedge, started at once.
+    Hedge,
+    /// Nothing new: other attempts of the hedged call are still running.
+    Wait,
+    /// Nothing: the call gives up.
+    Stop(StopReason),
+}
+
+/// Logs a failed attempt and what follows it: a retry or a hedge (debug), other attempts
+/// still running (debug), a budget refusal (info), or giving up (debug: the group reports the
+/// call's failure). Attempt 0: the first attempt did not start.
+fn report(shared: &Shared, name: &str, attempt: u32, error: &BoxError, next: Next) {
+    let level = match next {
+        Next::Stop(StopReason::Budget) => Level::Info,
         _ => Level::Debug,
     };
     if !shared.records.enabled(level) {
@@ -233,17 +277,22 @@ fn report(
         ("attempt", Value::from(attempt)),
         ("error", Value::from(error.as_str())),
     ];
-    let message = match (backoff, stopped) {
-        (Some(backoff), _) => {
+    let message = match next {
+        Next::Retry(backoff) => {
             keys.push(("backoff_ms", Value::from(millis(backoff))));
             "attempt failed, retrying"
         }
-        (None, Some(StopReason::Budget)) => "attempt failed, retry refused by the budget",
-        (None, Some(StopReason::Deadline)) => {
+        Next::Hedge => "attempt failed, hedging at once",
+        Next::Wait => "attempt failed, other attempts still running",
+        Next::Stop(StopReason::Deadline) if attempt == 0 => {
+            "no attempt started: not enough time left before the deadline"
+        }
+        Next::Stop(StopReason::Budget) => "attempt failed, retry refused by the budget",
+        Next::Stop(StopReason::Deadline) => {
             "attempt failed, not enough time left before the deadline to retry"
         }
-        (None, Some(StopReason::NotRetryable)) => "attempt failed, not retryable",
-        (None, _) => "attempt failed, no attempts left",
+        Next::Stop(StopReason::NotRetryable) => "attempt failed, not retryable",
+        Next::Stop(StopReason::Exhausted) => "attempt failed, no attempts left",
     };
     shared.records.write(level, message, &keys);
 }
@@ -417,7 +466,12 @@ where
                 ..event(&shared, &name, n, elapsed)
             },
         );
-        report(&shared, &name, n, &error, None, stopped);
+        let next = match stopped {
+            Some(reason) => Next::Stop(reason),
+            None if granted => Next::Hedge,
+            None => Next::Wait,
+        };
+        report(&shared, &name, n, &error, next);
         if granted {
             started += 1;
             let (attempt, at) = launch(started);

@@ -4,6 +4,8 @@
 mod common;
 
 use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{drive_until, finish, ms, on_clock, on_every_executor, order};
 use failfast::mock::Mock;
@@ -166,17 +168,30 @@ on_every_executor!(
     }
 );
 
-#[test]
-fn asking_for_more_successes_than_calls_is_a_misuse_not_a_hang() {
-    futures::executor::block_on(async {
-        let ff = FailFast::builder().build().unwrap();
+on_every_executor!(
+    async fn asking_for_more_successes_than_calls_is_a_misuse_and_calls_nothing(ex) {
+        let ff = FailFast::builder().executor(ex).build().unwrap();
         let group = ff.group(&Context::background());
-        let calls = vec![group.call("only", |_ctx| async { Ok::<_, BoxError>(1) })];
-        let err = group.run(group.gather(2, calls)).await.unwrap_err();
+        let called = Arc::new(AtomicUsize::new(0));
+        let calls: Vec<_> = (0..2)
+            .map(|_| {
+                let called = called.clone();
+                group.call("replica", move |_ctx| async move {
+                    called.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, BoxError>(1)
+                })
+            })
+            .collect();
+        let err = group.run(group.gather(3, calls)).await.unwrap_err();
         assert!(matches!(err, Error::Misuse { .. }), "{err:?}");
         assert!(err.to_string().contains("more successes than it has calls"));
-    });
-}
+        // Refused when the gather was made: no service was called, not even spawned ones.
+        for _ in 0..20 {
+            common::nap().await; // time for a spawned call to run, if one was started
+        }
+        assert_eq!(called.load(Ordering::SeqCst), 0);
+    }
+);
 
 #[test]
 fn the_callers_cancellation_ends_a_gather() {

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{drive_until, finish, ms, on_clock, on_every_executor};
+use common::{Capture, drive_until, finish, ms, on_clock, on_every_executor};
+use failfast::executor::Inline;
 use failfast::timer::Manual;
 use failfast::{
     AttemptFinished, BoxError, Budget, BuildError, Context, GaveUp, Hedge, Observer, StopReason,
@@ -305,6 +306,22 @@ fn bad_hedges_are_build_errors() {
         Hedge::builder().delay(Duration::ZERO).build().is_ok(),
         "zero: all at once"
     );
+    assert_eq!(
+        Hedge::builder()
+            .percentile(95.0)
+            .window(Duration::ZERO, 10)
+            .build()
+            .unwrap_err(),
+        BuildError::ZeroWindow
+    );
+    assert!(
+        Hedge::builder()
+            .percentile(95.0)
+            .window(ms(1), 0)
+            .build()
+            .is_ok(),
+        "zero samples: counts as one"
+    );
 }
 
 on_every_executor!(
@@ -337,3 +354,88 @@ on_every_executor!(
         assert_eq!(made.load(Ordering::SeqCst), 2);
     }
 );
+
+#[test]
+fn every_hedge_and_what_follows_a_failed_attempt_are_logged_with_keys() {
+    futures::executor::block_on(async {
+        let clock = Manual::new();
+        let capture = Capture::new();
+        let ff = on_clock(Inline, &clock)
+            .logger(capture.clone())
+            .build()
+            .unwrap();
+
+        // t=10 the timer hedges; t=15 the hedge fails and the third attempt starts at once;
+        // t=20 it answers and the first is cancelled.
+        let replica = Replica::new(&clock, &[(50, false), (5, false), (5, true)]);
+        let group = ff.group(&Context::background());
+        let mut run = pin!(
+            group.run(
+                group
+                    .idempotent("kv", replica.service())
+                    .hedge(hedge(3, 10))
+            )
+        );
+        step(run.as_mut(), &clock, 2, 10).await;
+        step(run.as_mut(), &clock, 3, 5).await;
+        step(run.as_mut(), &clock, 2, 5).await;
+        assert_eq!(finish(run).await.unwrap(), 3);
+        let keys_of = |message: &str| -> Vec<Vec<String>> {
+            capture
+                .with_message(message)
+                .into_iter()
+                .map(|(_, _, keys)| keys)
+                .collect()
+        };
+        let has = |keys: &[String], key: &str| keys.iter().any(|k| k == key);
+        let hedged = keys_of("no answer yet, hedging");
+        assert_eq!(hedged.len(), 1, "{:?}", capture.lines());
+        assert!(has(&hedged[0], "service=kv") && has(&hedged[0], "attempt=2"));
+        let at_once = keys_of("attempt failed, hedging at once");
+        assert_eq!(at_once.len(), 1, "{:?}", capture.lines());
+        assert!(has(&at_once[0], "attempt=2") && has(&at_once[0], "error=replica 2 failed"));
+        let answered = keys_of("hedged call answered, cancelling the other attempts");
+        assert!(has(&answered[0], "attempt=3"), "{answered:?}");
+        assert!(
+            keys_of("no attempts left").is_empty(),
+            "{:?}",
+            capture.lines()
+        );
+
+        // A failed hedge while the first attempt still runs: nothing new starts, nothing ends.
+        let replica = Replica::new(&clock, &[(100, true), (5, false)]);
+        let group = ff.group(&Context::background());
+        let mut run = pin!(
+            group.run(
+                group
+                    .idempotent("kv", replica.service())
+                    .hedge(hedge(2, 10))
+            )
+        );
+        step(run.as_mut(), &clock, 2, 10).await;
+        step(run.as_mut(), &clock, 2, 5).await;
+        step(run.as_mut(), &clock, 1, 85).await;
+        assert_eq!(finish(run).await.unwrap(), 1);
+        let waiting = keys_of("attempt failed, other attempts still running");
+        assert_eq!(waiting.len(), 1, "{:?}", capture.lines());
+        assert!(has(&waiting[0], "attempt=2"));
+
+        // A hedge the budget refuses: logged at info, with the attempts made so far.
+        let refusing = Hedge::builder()
+            .attempts(2)
+            .delay(ms(10))
+            .budget(Budget::new(0.0, 0).unwrap())
+            .build()
+            .unwrap();
+        let replica = Replica::new(&clock, &[(20, true)]);
+        let group = ff.group(&Context::background());
+        let mut run = pin!(group.run(group.idempotent("kv", replica.service()).hedge(refusing)));
+        step(run.as_mut(), &clock, 2, 10).await;
+        step(run.as_mut(), &clock, 1, 10).await;
+        assert_eq!(finish(run).await.unwrap(), 1);
+        let refused = capture.with_message("hedge refused by the budget");
+        assert_eq!(refused.len(), 1, "{:?}", capture.lines());
+        assert_eq!(refused[0].0, log::Level::Info);
+        assert!(has(&refused[0].2, "attempts=1"), "{refused:?}");
+    });
+}

@@ -243,6 +243,39 @@ on_every_executor!(
 );
 
 on_every_executor!(
+    async fn not_even_a_first_attempt_starts_with_less_than_the_minimum_time_left(ex) {
+        let clock = Manual::new();
+        let ff = on_clock(ex, &clock).build().unwrap();
+        let policy = Retry::builder()
+            .min_time_left(ms(50))
+            .build()
+            .unwrap();
+        let flaky = Flaky::new(&clock, 0, Duration::ZERO);
+        let caller = Context::background()
+            .with_timer(clock.clone())
+            .with_timeout(ms(40));
+        let group = ff.group(&caller);
+        let err = finish(group.run(group.idempotent("kv", flaky.attempt()).retry(policy.clone())))
+            .await
+            .unwrap_err();
+        assert_eq!(err.service(), Some("kv"));
+        let gave_up = err.source().unwrap().downcast_ref::<GaveUp>().unwrap();
+        assert_eq!((gave_up.attempts, gave_up.reason), (0, StopReason::Deadline));
+        assert!(format!("{err:#}").contains("no attempt started"), "{err:#}");
+        assert!(flaky.starts().is_empty(), "the service was called");
+
+        // Enough time left: the first attempt starts and answers.
+        let caller = Context::background()
+            .with_timer(clock.clone())
+            .with_timeout(ms(60));
+        let group = ff.group(&caller);
+        let answer = finish(group.run(group.idempotent("kv", flaky.attempt()).retry(policy)));
+        assert!(answer.await.is_ok());
+        assert_eq!(flaky.starts().len(), 1);
+    }
+);
+
+on_every_executor!(
     async fn what_the_classifier_refuses_is_not_retried_and_panics_never_are(ex) {
         let clock = Manual::new();
         let ff = on_clock(ex, &clock).build().unwrap();

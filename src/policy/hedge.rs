@@ -199,7 +199,9 @@ impl HedgeBuilder {
     }
 
     /// The adaptive delay's window (latencies older than about twice this are forgotten) and
-    /// the samples it needs before it hedges. Default: 10 s and 100.
+    /// the samples it needs before it hedges. Default: 10 s and 100. A window of zero is a
+    /// [`BuildError::ZeroWindow`] for an adaptive delay (it would never hedge); a
+    /// `min_samples` of zero counts as one.
     pub fn window(mut self, window: Duration, min_samples: usize) -> Self {
         self.window = window;
         self.min_samples = min_samples;
@@ -216,8 +218,8 @@ impl HedgeBuilder {
     ///
     /// # Errors
     ///
-    /// [`BuildError::ZeroAttempts`], or [`BuildError::Percentile`] for a percentile outside
-    /// `(0, 100)`.
+    /// [`BuildError::ZeroAttempts`], [`BuildError::Percentile`] for a percentile outside
+    /// `(0, 100)`, or [`BuildError::ZeroWindow`] for an adaptive delay over a window of zero.
     ///
     /// # Examples
     ///
@@ -232,6 +234,7 @@ impl HedgeBuilder {
             Some(percentile) if !(percentile > 0.0 && percentile < 100.0) => {
                 return Err(BuildError::Percentile);
             }
+            Some(_) if self.window.is_zero() => return Err(BuildError::ZeroWindow),
             Some(percentile) => Delay::Adaptive(Arc::new(Latencies {
                 percentile,
                 window: self.window,

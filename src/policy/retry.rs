@@ -27,7 +27,8 @@ type Classifier = Arc<dyn Fn(&AttemptFailure<'_>) -> bool + Send + Sync>;
 ///   the attempt ends), cut at the [per-attempt timeout](RetryBuilder::attempt_timeout) if
 ///   there is one. A backoff never sleeps past the deadline, and no attempt starts with less
 ///   than [`min_time_left`](RetryBuilder::min_time_left) before it: the call gives up with the
-///   last error instead.
+///   last error instead (the first attempt too: then it gives up after 0 attempts, with
+///   [`StopReason::Deadline`]).
 /// * **The budget**: with a [`Budget`], each retry must be granted by it.
 ///
 /// When the call gives up, its error ([`Error::Service`](crate::Error::Service)) has a
@@ -310,7 +311,10 @@ impl RetryBuilder {
         self
     }
 
-    /// No attempt starts with less than this left before the deadline. Default: zero.
+    /// No attempt starts with less than this left before the call's deadline, the first one
+    /// included: a call with less left gives up at once ([`GaveUp`] with 0 attempts and
+    /// [`StopReason::Deadline`]). Default: zero (an attempt may start whenever the deadline
+    /// has not passed). Calls with no deadline are never refused.
     pub fn min_time_left(mut self, min: Duration) -> Self {
         self.min_time_left = min;
         self

@@ -175,7 +175,7 @@ pub fn ms(n: u64) -> Duration {
 }
 
 /// A short real-time pause that works under any executor.
-async fn nap() {
+pub async fn nap() {
     futures_timer::Delay::new(Duration::from_millis(1)).await;
 }
 
