@@ -14,8 +14,8 @@ use common::{Capture, drive_until, finish, ms, on_clock, on_every_executor};
 use failfast::executor::Inline;
 use failfast::timer::Manual;
 use failfast::{
-    AttemptFinished, BoxError, Budget, BuildError, Context, GaveUp, Hedge, Observer, StopReason,
-    Timer,
+    AttemptFinished, BoxError, Budget, BuildError, Context, GaveUp, Hedge, Observer, Retry,
+    StopReason, Timer,
 };
 use futures::future::BoxFuture;
 
@@ -122,6 +122,19 @@ fn hedge(attempts: u32, delay: u64) -> Hedge {
         .delay(ms(delay))
         .build()
         .unwrap()
+}
+
+/// `replica`'s service, keeping the context each attempt is given in `kept`.
+fn keeping(
+    kept: &Arc<Mutex<Vec<Context>>>,
+    replica: &Replica,
+) -> impl FnMut(Context) -> BoxFuture<'static, Result<usize, BoxError>> + Send + 'static {
+    let kept = kept.clone();
+    let mut service = replica.service();
+    move |ctx: Context| {
+        kept.lock().unwrap().push(ctx.clone());
+        service(ctx)
+    }
 }
 
 /// Drives `run` until `sleepers` are asleep on `clock`, then advances it by `by`.
@@ -272,6 +285,139 @@ on_every_executor!(
         let mut run = pin!(group.run(group.idempotent("kv", replica.service()).hedge(policy.clone())));
         step(run.as_mut(), &clock, 2, 20).await;
         step(run.as_mut(), &clock, 2, 20).await;
+        assert_eq!(finish(run).await.unwrap(), 2);
+    }
+);
+
+on_every_executor!(
+    async fn the_adaptive_delay_hedges_exactly_at_the_p95_of_spread_out_latencies(ex) {
+        let clock = Manual::new();
+        let ff = on_clock(ex, &clock).build().unwrap();
+        let policy = Hedge::builder()
+            .attempts(2)
+            .percentile(95.0)
+            .window(Duration::from_secs(60), 20)
+            .build()
+            .unwrap();
+        // Twenty calls answering in 1, 2, ..., 20 ms (none hedged: too few samples before).
+        for latency in 1..=20 {
+            let replica = Replica::new(&clock, &[(latency, true)]);
+            let group = ff.group(&Context::background());
+            let mut run = pin!(group.run(group.idempotent("kv", replica.service()).hedge(policy.clone())));
+            step(run.as_mut(), &clock, 1, latency).await;
+            assert_eq!(finish(run).await.unwrap(), 1);
+        }
+        // p95 of those twenty (nearest rank: the 19th smallest) is 19 ms: not a hedge at 18,
+        // one at 19, and the hedge's answer wins.
+        let replica = Replica::new(&clock, &[(1000, true), (5, true)]);
+        let group = ff.group(&Context::background());
+        let mut run = pin!(group.run(group.idempotent("kv", replica.service()).hedge(policy)));
+        step(run.as_mut(), &clock, 2, 18).await;
+        step(run.as_mut(), &clock, 2, 0).await;
+        assert_eq!(replica.made(), 1, "hedged before the p95");
+        step(run.as_mut(), &clock, 2, 1).await;
+        step(run.as_mut(), &clock, 2, 5).await;
+        assert_eq!(replica.made(), 2, "not hedged at the p95");
+        assert_eq!(finish(run).await.unwrap(), 2);
+    }
+);
+
+on_every_executor!(
+    async fn retries_and_hedges_draw_on_one_shared_budget(ex) {
+        let clock = Manual::new();
+        let events = Events::default();
+        let ff = on_clock(ex, &clock).observer(events.clone()).build().unwrap();
+        // Half a retry or hedge per first attempt, no floor.
+        let budget = Budget::new(0.5, 0).unwrap();
+        let retry = Retry::builder()
+            .attempts(2)
+            .backoff(Duration::ZERO, Duration::ZERO)
+            .budget(budget.clone())
+            .build()
+            .unwrap();
+        let hedge = Hedge::builder()
+            .attempts(2)
+            .delay(ms(10))
+            .budget(budget)
+            .build()
+            .unwrap();
+        let answer_now = || Replica::new(&clock, &[(0, true)]);
+        // Two first attempts: 1 token.
+        for _ in 0..2 {
+            let replica = answer_now();
+            let group = ff.group(&Context::background());
+            let call = group.idempotent("kv", replica.service()).retry(retry.clone());
+            assert_eq!(finish(group.run(call)).await.unwrap(), 1);
+        }
+        // A third first attempt (1.5 tokens): its hedge is granted, and wins.
+        let replica = Replica::new(&clock, &[(1000, true), (5, true)]);
+        let group = ff.group(&Context::background());
+        let mut run = pin!(group.run(group.idempotent("kv", replica.service()).hedge(hedge.clone())));
+        step(run.as_mut(), &clock, 2, 10).await;
+        assert!(drive_until(run.as_mut(), || replica.made() == 2).await.is_none());
+        step(run.as_mut(), &clock, 2, 5).await;
+        assert_eq!(finish(run).await.unwrap(), 2, "the hedge was granted");
+        // A fourth (2 tokens, 1 spent): its retry is granted.
+        let replica = Replica::new(&clock, &[(0, false), (0, true)]);
+        let group = ff.group(&Context::background());
+        let call = group.idempotent("kv", replica.service()).retry(retry);
+        assert_eq!(finish(group.run(call)).await.unwrap(), 2, "the retry was granted");
+        // A fifth (2.5 tokens, 2 spent): its hedge is refused, and the first attempt answers.
+        let replica = Replica::new(&clock, &[(20, true)]);
+        let group = ff.group(&Context::background());
+        let mut run = pin!(group.run(group.idempotent("kv", replica.service()).hedge(hedge)));
+        let refusals = || -> Vec<Event> {
+            let events = events.0.lock().unwrap();
+            let refused = events.iter().filter(|event| event.3 == Some(StopReason::Budget));
+            refused.copied().collect()
+        };
+        step(run.as_mut(), &clock, 2, 10).await;
+        assert!(drive_until(run.as_mut(), || !refusals().is_empty()).await.is_none());
+        step(run.as_mut(), &clock, 1, 10).await;
+        assert_eq!(finish(run).await.unwrap(), 1);
+        assert_eq!(replica.made(), 1, "the hedge was refused");
+        assert_eq!(refusals(), [(2, true, false, Some(StopReason::Budget), false)]);
+    }
+);
+
+on_every_executor!(
+    async fn each_attempt_gets_its_own_child_context_cancelled_when_it_ends(ex) {
+        let clock = Manual::new();
+        let ff = on_clock(ex, &clock).build().unwrap();
+        let kept: Arc<Mutex<Vec<Context>>> = Arc::default();
+        let contexts = || kept.lock().unwrap().clone();
+        let cancelled = |contexts: &[Context]| -> Vec<bool> {
+            contexts.iter().map(Context::is_cancelled).collect()
+        };
+
+        // Hedged: the hedge fails at t=15 while attempt 1 runs on until t=100.
+        let replica = Replica::new(&clock, &[(100, true), (5, false)]);
+        let group = ff.group(&Context::background());
+        let mut run = pin!(group.run(group.idempotent("kv", keeping(&kept, &replica)).hedge(hedge(2, 10))));
+        step(run.as_mut(), &clock, 2, 10).await;
+        step(run.as_mut(), &clock, 2, 5).await;
+        let failed_one_cancelled = || cancelled(&contexts()) == [false, true];
+        assert!(drive_until(run.as_mut(), failed_one_cancelled).await.is_none());
+        assert_eq!(cancelled(&contexts()), [false, true], "only the failed attempt's");
+        step(run.as_mut(), &clock, 1, 85).await;
+        assert_eq!(finish(run).await.unwrap(), 1);
+        assert_eq!(cancelled(&contexts()), [true, true], "every attempt ended");
+
+        // Retried: attempt 1 fails at t=5; attempt 2 runs from t=5 to t=15.
+        kept.lock().unwrap().clear();
+        let replica = Replica::new(&clock, &[(5, false), (10, true)]);
+        let retry = Retry::builder()
+            .attempts(2)
+            .backoff(Duration::ZERO, Duration::ZERO)
+            .build()
+            .unwrap();
+        let group = ff.group(&Context::background());
+        let mut run = pin!(group.run(group.idempotent("kv", keeping(&kept, &replica)).retry(retry)));
+        step(run.as_mut(), &clock, 1, 5).await;
+        let second_running = || cancelled(&contexts()) == [true, false];
+        assert!(drive_until(run.as_mut(), second_running).await.is_none());
+        assert_eq!(cancelled(&contexts()), [true, false], "a fresh context for attempt 2");
+        step(run.as_mut(), &clock, 1, 10).await;
         assert_eq!(finish(run).await.unwrap(), 2);
     }
 );
