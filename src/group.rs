@@ -178,6 +178,20 @@ impl<'ff, E: Executor, T: Timer> Group<'ff, E, T> {
     /// # Ok::<_, Box<dyn std::error::Error>>(()) })?;
     /// # Ok::<_, Box<dyn std::error::Error>>(())
     /// ```
+    ///
+    /// A plain [`Call`] has no `retry` or `hedge`: a payment made with
+    /// [`call`](Group::call) cannot be retried or hedged by mistake.
+    ///
+    /// ```compile_fail,E0599
+    /// use failfast::{BoxError, Context, FailFast, Hedge};
+    ///
+    /// let ff = FailFast::builder().build().unwrap();
+    /// let group = ff.group(&Context::background());
+    /// let hedge = Hedge::builder().build().unwrap();
+    /// let payment = group
+    ///     .call("pay", |_ctx| async { Ok::<_, BoxError>(()) })
+    ///     .hedge(hedge); // error[E0599]: no method named `hedge` found for `Call`
+    /// ```
     pub fn idempotent<V, Er, Fut, F>(
         &self,
         name: impl Into<Cow<'static, str>>,

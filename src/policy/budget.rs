@@ -18,9 +18,17 @@ const BUCKETS: usize = 10;
 /// Envoy and Finagle default to.
 ///
 /// Each first attempt deposits `ratio`; each retry or hedge withdraws 1, and is refused when
-/// less than 1 is left. A refused retry is not made: the call returns the error it had, and
-/// the refusal is logged and [observed](crate::Observer::attempt_finished). Time is read from
-/// the call's context clock, so a budget works in virtual time too.
+/// less than 1 is left. A refused retry is not made: the call fails with the error its last
+/// attempt had, wrapped in a [`GaveUp`](crate::GaveUp) whose reason is
+/// [`StopReason::Budget`](crate::StopReason::Budget) (so that a caller can tell a refusal from
+/// a policy run out) and whose [`source`](std::error::Error::source) is that error. A refused
+/// hedge is not made either; the attempts already running go on. Every refusal is logged
+/// (info) and [observed](crate::Observer::attempt_finished). Time is read from the call's
+/// context clock, so a budget works in virtual time too.
+///
+/// **The deadline** comes first: a retry that would start too close to the deadline
+/// ([`min_time_left`](crate::RetryBuilder::min_time_left), or a backoff past it) is not asked
+/// of the budget and spends nothing; a hedge never outlives the deadline either.
 ///
 /// Clones share the budget: give one to every policy that should draw on it, across calls
 /// and groups.
@@ -33,11 +41,27 @@ const BUCKETS: usize = 10;
 /// # Examples
 ///
 /// ```
-/// use failfast::{Budget, Retry};
+/// use std::error::Error as _;
+/// use std::time::Duration;
+/// use failfast::{BoxError, Budget, Context, FailFast, GaveUp, Retry, StopReason};
 ///
-/// let budget = Budget::new(0.2, 3)?; // 20% more, and at least 3 a second
-/// let retry = Retry::builder().attempts(3).budget(budget.clone()).build()?;
-/// # Ok::<_, failfast::BuildError>(())
+/// // No share of first attempts and no floor: every retry is refused.
+/// let budget = Budget::new(0.0, 0)?;
+/// let retry = Retry::builder()
+///     .attempts(3)
+///     .backoff(Duration::ZERO, Duration::ZERO)
+///     .budget(budget.clone()) // clones share it: hand one to every policy that should
+///     .build()?;
+/// let ff = FailFast::builder().build()?;
+/// let group = ff.group(&Context::background());
+/// let call = group
+///     .idempotent("kv", |_ctx| async { Err::<u32, BoxError>("busy".into()) })
+///     .retry(retry);
+/// let err = futures::executor::block_on(group.run(call)).unwrap_err();
+/// let gave_up = err.source().unwrap().downcast_ref::<GaveUp>().unwrap();
+/// assert_eq!((gave_up.attempts, gave_up.reason), (1, StopReason::Budget));
+/// assert_eq!(gave_up.source().unwrap().to_string(), "busy"); // the attempt's own error
+/// # Ok::<_, Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
 pub struct Budget {

@@ -53,14 +53,22 @@ const KEPT: usize = 1000;
 /// use std::time::Duration;
 /// use failfast::{BoxError, Context, FailFast, Hedge};
 ///
+/// use futures::future::{BoxFuture, FutureExt};
+///
 /// let hedge = Hedge::builder().attempts(2).delay(Duration::from_millis(10)).build()?;
 /// let ff = FailFast::builder().timeout(Duration::from_secs(1)).build()?;
 /// # futures::executor::block_on(async {
 /// let group = ff.group(&Context::background());
-/// let value = group
-///     .idempotent("kv", |_ctx| async { Ok::<_, BoxError>(42) })
-///     .hedge(hedge);
-/// assert_eq!(group.run(value).await?, 42);
+/// let mut attempt = 0;
+/// let replica = move |_ctx: Context| -> BoxFuture<'static, Result<u32, BoxError>> {
+///     attempt += 1;
+///     match attempt {
+///         1 => std::future::pending().boxed(), // a replica stuck in its tail
+///         n => async move { Ok(n) }.boxed(),   // the hedge, 10 ms later, answers at once
+///     }
+/// };
+/// let value = group.idempotent("kv", replica).hedge(hedge);
+/// assert_eq!(group.run(value).await?, 2); // the hedge won; the stuck attempt was dropped
 /// # Ok::<_, Box<dyn std::error::Error>>(()) })?;
 /// # Ok::<_, Box<dyn std::error::Error>>(())
 /// ```
