@@ -320,6 +320,7 @@ where
         let (attempt_ctx, cancel) = ctx.with_cancel();
         record_attempts(n);
         let span = Span::attempt(shared.id, &name, n, n > 1);
+        let handle = span.handle();
         let service = {
             let _entered = span.enter();
             make(attempt_ctx)
@@ -335,13 +336,14 @@ where
             };
             (n, started, outcome, span)
         };
-        (attempt, started)
+        (attempt, (n, started, handle))
     };
     let mut running = FuturesUnordered::new();
-    let (first, at) = launch(1);
+    let (first, flying) = launch(1);
     running.push(first);
-    // The attempts in flight and when they started: those that lose are reported cancelled.
-    let mut in_flight = vec![(1, at)];
+    // The attempts in flight, when they started and their spans: those that lose are
+    // reported cancelled, with the time they ran.
+    let mut in_flight = vec![flying];
     let mut started = 1;
     // When the next hedge starts; `None`: no more hedges (none left, no delay known yet, or
     // refused by the budget).
@@ -364,9 +366,9 @@ where
                     if spend(&hedge, &shared, &name, started, now()) {
                         started += 1;
                         note(&shared, &name, started, "no answer yet, hedging");
-                        let (attempt, at) = launch(started);
+                        let (attempt, flying) = launch(started);
                         running.push(attempt);
-                        in_flight.push((started, at));
+                        in_flight.push(flying);
                         next_at = next_hedge(started);
                     } else {
                         refused = true;
@@ -402,7 +404,7 @@ where
             Some(elapsed),
             result.as_ref().err().and_then(source),
         );
-        in_flight.retain(|&(attempt, _)| attempt != n);
+        in_flight.retain(|(attempt, _, _)| *attempt != n);
         let error = match result {
             Ok(value) => {
                 hedge.record(&name, now(), elapsed);
@@ -422,18 +424,15 @@ where
                     );
                 }
                 // The others lost: they are dropped with `running` when this returns.
-                for &(attempt, began) in &in_flight {
+                for (attempt, began, span) in &in_flight {
+                    let ran = now().saturating_duration_since(*began);
+                    span.finish(outcome_name(Outcome::Cancelled), Some(ran), None);
                     observe(
                         &shared,
                         AttemptFinished {
-                            hedge: attempt > 1,
+                            hedge: *attempt > 1,
                             cancelled: true,
-                            ..event(
-                                &shared,
-                                &name,
-                                attempt,
-                                now().saturating_duration_since(began),
-                            )
+                            ..event(&shared, &name, *attempt, ran)
                         },
                     );
                 }
@@ -474,9 +473,9 @@ where
         report(&shared, &name, n, &error, next);
         if granted {
             started += 1;
-            let (attempt, at) = launch(started);
+            let (attempt, flying) = launch(started);
             running.push(attempt);
-            in_flight.push((started, at));
+            in_flight.push(flying);
             next_at = next_hedge(started);
         }
         last = Some(error);

@@ -30,14 +30,15 @@ pub(crate) fn outcome_name(outcome: Outcome) -> &'static str {
 mod on {
     use super::*;
     use crate::sync::lock;
-    use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
     use tracing::field::Empty;
 
-    /// A span of the crate: boxed, and only when a subscriber wants it, so that a disabled
-    /// span costs a pointer in the call's future and no allocation.
+    /// A span of the crate: allocated, and only when a subscriber wants it, so that a disabled
+    /// span costs a pointer in the call's future and no allocation. Shared by its
+    /// [`handle`](Span::handle)s: whichever records the outcome first does.
     #[derive(Debug)]
-    pub(crate) struct Span(Option<Box<Live>>);
+    pub(crate) struct Span(Option<Arc<Live>>);
 
     /// A span a subscriber wants: `finished` once its outcome is recorded.
     #[derive(Debug)]
@@ -74,7 +75,7 @@ mod on {
             if span.is_disabled() {
                 return Span(None);
             }
-            Span(Some(Box::new(Live {
+            Span(Some(Arc::new(Live {
                 span,
                 finished: AtomicBool::new(false),
             })))
@@ -109,6 +110,12 @@ mod on {
         /// Whether a subscriber wants this span: then its end is timed.
         pub(crate) fn enabled(&self) -> bool {
             self.0.is_some()
+        }
+
+        /// Another handle on the same span: to record how its work ended from outside the
+        /// future that holds it (a hedge attempt dropped because another won).
+        pub(crate) fn handle(&self) -> Span {
+            Span(self.0.clone())
         }
 
         /// Enters the span until the guard drops.
@@ -153,8 +160,8 @@ mod on {
 
     impl Drop for Span {
         fn drop(&mut self) {
-            if let Some(live) = &mut self.0 {
-                if !*live.finished.get_mut() {
+            if let Some(live) = &self.0 {
+                if !live.finished.load(Ordering::Relaxed) {
                     live.span.record("outcome", "cancelled");
                 }
             }
@@ -259,6 +266,10 @@ mod on {
         #[inline(always)]
         pub(crate) fn enabled(&self) -> bool {
             false
+        }
+        #[inline(always)]
+        pub(crate) fn handle(&self) -> Span {
+            Span
         }
         #[inline(always)]
         pub(crate) fn enter(&self) -> Entered {

@@ -283,6 +283,7 @@ on_every_executor!(
         let first = child(&below, call, "attempt", "attempt", "1");
         assert_eq!(first.field("hedge"), Some("false"));
         assert_eq!(first.field("outcome"), Some("cancelled"), "the loser");
+        assert_eq!(first.field("elapsed_ms"), Some("15"), "how long the loser ran");
         let second = child(&below, call, "attempt", "attempt", "2");
         assert_eq!(second.field("hedge"), Some("true"));
         assert_eq!(second.field("group_id"), Some(&*group.id().to_string()));
