@@ -37,7 +37,8 @@ def main() -> None:
     fanouts = sorted({int(r["fanout"]) for r in rows})
     strategies = list(dict.fromkeys(r["strategy"] for r in rows))
 
-    panel_w, panel_h, top, left = 420, 300, 60, 60
+    # Wide enough for the longest strategy name under its bars.
+    panel_w, panel_h, top, left = max(420, 92 * len(strategies)), 300, 60, 60
     width = left + panel_w * len(fanouts) + 20
     height = top + panel_h + 120
     svg = [
@@ -76,7 +77,7 @@ def main() -> None:
                 )
             centre = x0 + 10 + s * slot + (slot - 10) / 2
             svg.append(
-                f'<text x="{centre:.1f}" y="{top + panel_h + 14}" text-anchor="middle">{strategy}</text>'
+                f'<text x="{centre:.1f}" y="{top + panel_h + 14}" text-anchor="middle" font-size="10">{strategy}</text>'
             )
             p999 = float(row["p999_ms"])
             extra = float(row["extra_calls_pct"])
