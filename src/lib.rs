@@ -125,11 +125,10 @@
 //! under `timer::Manual`) and `error` (with its causes) when it failed. A call's or an
 //! attempt's outcome is `succeeded`, `failed`, `panicked`, `timed_out`, `cancelled` or
 //! `dropped`, as [`Outcome`] names them; a group's is `succeeded`, `failed`, `cancelled` or
-//! `deadline_exceeded`. An attempt of a hedged call that lost the race records `cancelled`
-//! with the time it ran; an attempt dropped because its whole call ended (the group's
-//! deadline, another call's failure) records `cancelled` without `elapsed_ms`, as its call
-//! records the time: a subscriber can also time any span itself (fmt's `time.busy` and
-//! `time.idle`). Spans that no subscriber wants cost a check each, and no clock read.
+//! `deadline_exceeded`. An attempt dropped unfinished (a hedge that lost the race, or any
+//! attempt of a call the group ended) records `cancelled` with the time it ran; a subscriber
+//! can also time any span itself (fmt's `time.busy` and `time.idle`). Spans that no
+//! subscriber wants cost a check each, and no clock read.
 //!
 //! The `log` records are written as well. A subscriber that bridges `log` into `tracing`
 //! (tracing-subscriber's `tracing-log` feature, on by default) shows them as events without

@@ -69,10 +69,9 @@ pub trait Observer: Send + Sync + 'static {
     /// ended on its own: it answered, or it failed (and is retried after a backoff, or the
     /// call gives up: no attempts left, not retryable, too close to the deadline, or refused
     /// by the [`Budget`](crate::Budget)); or a hedge was refused by the budget (an event with
-    /// no error and `stopped` set); or it lost a hedge race and was cancelled (`cancelled`).
-    /// Attempts cut short by the group (its deadline, its cancellation, another call's
-    /// failure) have no event of their own: the call's
-    /// [`call_finished`](Observer::call_finished) covers its end.
+    /// no error and `stopped` set); or it was cut short (`cancelled`): it lost a hedge race,
+    /// or the group ended its call (its deadline, its cancellation, another call's failure).
+    /// Every attempt that started has exactly one event.
     fn attempt_finished(&self, attempt: &AttemptFinished<'_>) {
         let _ = attempt;
     }
@@ -222,8 +221,9 @@ pub struct AttemptFinished<'a> {
     /// Whether this attempt was a hedge: started while an earlier one was still running, or
     /// after it failed, under a [`Hedge`](crate::Hedge) policy.
     pub hedge: bool,
-    /// Whether the attempt was cancelled unfinished because another attempt of the call
-    /// answered first (a hedge race it lost); `elapsed` is then the time it ran.
+    /// Whether the attempt was cut short: another attempt of the call answered first (a hedge
+    /// race it lost), or the group ended the call. `elapsed` is then the time it ran, and
+    /// `error` the error it ended with, if it ended before it was dropped.
     pub cancelled: bool,
 }
 

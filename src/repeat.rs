@@ -75,6 +75,7 @@ where
             last: refused,
         }));
     }
+    let mut flying = InFlight::new(&shared, &name, &ctx, false);
     let mut attempt = 1;
     loop {
         let started = now();
@@ -86,6 +87,7 @@ where
             let _cancel = cancel.drop_guard(); // the attempt's own work ends with it
             record_attempts(attempt);
             let span = Span::attempt(shared.id, &name, attempt, false);
+            flying.add(attempt, started, span.handle());
             let service = {
                 let _entered = span.enter();
                 make(attempt_ctx.clone())
@@ -106,6 +108,7 @@ where
                 },
             }
         };
+        flying.remove(attempt); // it ended: reported below
         if span.enabled() {
             // Cut by the call's end (the group's deadline, its cancellation): cancelled, as
             // the call's own records say; by its own timeout: timed out.
@@ -139,6 +142,8 @@ where
         if ctx.is_done() {
             // Cut short by the group (its deadline, its cancellation): not the call's own
             // failure, and not worth another attempt.
+            let ran = now().saturating_duration_since(started);
+            observe_cut(&shared, &name, attempt, false, ran, &error);
             return Err(error);
         }
         let cut = attempt_ctx.err() == Some(ContextError::DeadlineExceeded);
@@ -220,10 +225,91 @@ fn too_late_to_start(ctx: &Context, min_time_left: Duration, now: Instant) -> Op
 #[error("less than the minimum of {0:.1?} was left before the deadline: no attempt started")]
 struct NoTimeToStart(Duration);
 
+/// Tells the observer that attempt `attempt` ended with `error` because its call was ended by
+/// the group (its deadline, its cancellation, another call's failure).
+fn observe_cut(
+    shared: &Shared,
+    name: &str,
+    attempt: u32,
+    hedge: bool,
+    ran: Duration,
+    error: &BoxError,
+) {
+    observe(
+        shared,
+        AttemptFinished {
+            error: Some(&**error),
+            hedge,
+            cancelled: true,
+            ..event(shared, name, attempt, ran)
+        },
+    );
+}
+
 /// Tells the observer about one attempt, if there is an observer.
 fn observe(shared: &Shared, event: AttemptFinished<'_>) {
     if let Some(observer) = &shared.observer {
         observer.attempt_finished(&event);
+    }
+}
+
+/// The attempts of one call still running: when the call's future is dropped with some (the
+/// group ended it: its deadline, its cancellation, another call's failure), each is reported
+/// cancelled, with the time it ran, to the observer and on its span.
+struct InFlight<'a> {
+    shared: &'a Shared,
+    name: &'a str,
+    ctx: &'a Context,
+    /// Whether the call hedges: its attempts after the first are hedges.
+    hedged: bool,
+    /// Each attempt's number, start and span.
+    attempts: Vec<(u32, Instant, Span)>,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(shared: &'a Shared, name: &'a str, ctx: &'a Context, hedged: bool) -> InFlight<'a> {
+        InFlight {
+            shared,
+            name,
+            ctx,
+            hedged,
+            attempts: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, attempt: u32, started: Instant, span: Span) {
+        self.attempts.push((attempt, started, span));
+    }
+
+    /// Forgets attempt `n`: it ended, and was reported.
+    fn remove(&mut self, n: u32) {
+        self.attempts.retain(|(attempt, _, _)| *attempt != n);
+    }
+
+    /// Reports every attempt still here as cancelled, with the time it ran, and forgets it.
+    fn cancel_all(&mut self) {
+        if self.attempts.is_empty() {
+            return;
+        }
+        let now = self.ctx.now();
+        for (attempt, began, span) in self.attempts.drain(..) {
+            let ran = now.saturating_duration_since(began);
+            span.finish(outcome_name(Outcome::Cancelled), Some(ran), None);
+            observe(
+                self.shared,
+                AttemptFinished {
+                    hedge: self.hedged && attempt > 1,
+                    cancelled: true,
+                    ..event(self.shared, self.name, attempt, ran)
+                },
+            );
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.cancel_all();
     }
 }
 
@@ -316,6 +402,9 @@ where
         budget.deposit(now());
     }
     let max = hedge.attempts.get();
+    // The attempts in flight, when they started and their spans: those that lose, or are
+    // still running when the group ends the call, are reported cancelled.
+    let mut in_flight = InFlight::new(&shared, &name, &ctx, true);
     let mut launch = |n: u32| {
         let (attempt_ctx, cancel) = ctx.with_cancel();
         record_attempts(n);
@@ -339,11 +428,9 @@ where
         (attempt, (n, started, handle))
     };
     let mut running = FuturesUnordered::new();
-    let (first, flying) = launch(1);
+    let (first, (n, at, span)) = launch(1);
     running.push(first);
-    // The attempts in flight, when they started and their spans: those that lose are
-    // reported cancelled, with the time they ran.
-    let mut in_flight = vec![flying];
+    in_flight.add(n, at, span);
     let mut started = 1;
     // When the next hedge starts; `None`: no more hedges (none left, no delay known yet, or
     // refused by the budget).
@@ -366,9 +453,9 @@ where
                     if spend(&hedge, &shared, &name, started, now()) {
                         started += 1;
                         note(&shared, &name, started, "no answer yet, hedging");
-                        let (attempt, flying) = launch(started);
+                        let (attempt, (n, at, span)) = launch(started);
                         running.push(attempt);
-                        in_flight.push(flying);
+                        in_flight.add(n, at, span);
                         next_at = next_hedge(started);
                     } else {
                         refused = true;
@@ -404,7 +491,7 @@ where
             Some(elapsed),
             result.as_ref().err().and_then(source),
         );
-        in_flight.retain(|(attempt, _, _)| *attempt != n);
+        in_flight.remove(n);
         let error = match result {
             Ok(value) => {
                 hedge.record(&name, now(), elapsed);
@@ -415,7 +502,7 @@ where
                         ..event(&shared, &name, n, elapsed)
                     },
                 );
-                if n > 1 || !in_flight.is_empty() {
+                if n > 1 || !in_flight.attempts.is_empty() {
                     note(
                         &shared,
                         &name,
@@ -424,24 +511,15 @@ where
                     );
                 }
                 // The others lost: they are dropped with `running` when this returns.
-                for (attempt, began, span) in &in_flight {
-                    let ran = now().saturating_duration_since(*began);
-                    span.finish(outcome_name(Outcome::Cancelled), Some(ran), None);
-                    observe(
-                        &shared,
-                        AttemptFinished {
-                            hedge: *attempt > 1,
-                            cancelled: true,
-                            ..event(&shared, &name, *attempt, ran)
-                        },
-                    );
-                }
+                in_flight.cancel_all();
                 return Ok(value);
             }
             Err(error) => error,
         };
         if ctx.is_done() {
-            return Err(error); // the group ended the call
+            // The group ended the call: this attempt and those still running were cut short.
+            observe_cut(&shared, &name, n, n > 1, elapsed, &error);
+            return Err(error);
         }
         // A failure starts the next attempt at once, if one is left and the budget allows; a
         // panic starts none (as a retry policy never retries one).
@@ -473,9 +551,9 @@ where
         report(&shared, &name, n, &error, next);
         if granted {
             started += 1;
-            let (attempt, flying) = launch(started);
+            let (attempt, (n, at, span)) = launch(started);
             running.push(attempt);
-            in_flight.push(flying);
+            in_flight.add(n, at, span);
             next_at = next_hedge(started);
         }
         last = Some(error);

@@ -159,9 +159,10 @@ mod on {
     }
 
     impl Drop for Span {
+        /// The last handle of a span whose outcome nobody recorded says `cancelled`.
         fn drop(&mut self) {
-            if let Some(live) = &self.0 {
-                if !live.finished.load(Ordering::Relaxed) {
+            if let Some(live) = self.0.as_mut().and_then(Arc::get_mut) {
+                if !*live.finished.get_mut() {
                     live.span.record("outcome", "cancelled");
                 }
             }

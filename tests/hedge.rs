@@ -425,7 +425,12 @@ on_every_executor!(
 on_every_executor!(
     async fn the_groups_deadline_cancels_every_attempt(ex) {
         let clock = Manual::new();
-        let ff = on_clock(ex, &clock).timeout(ms(50)).build().unwrap();
+        let events = Events::default();
+        let ff = on_clock(ex, &clock)
+            .timeout(ms(50))
+            .observer(events.clone())
+            .build()
+            .unwrap();
         let replica = Replica::new(&clock, &[(1000, true), (1000, true)]);
         let group = ff.group(&Context::background());
         let mut run = pin!(group.run(group.idempotent("kv", replica.service()).hedge(hedge(2, 10))));
@@ -433,6 +438,14 @@ on_every_executor!(
         step(run.as_mut(), &clock, 3, 40).await; // deadline, attempts 1 and 2
         assert!(finish(run).await.unwrap_err().is_deadline_exceeded());
         common::eventually("both attempts dropped", || replica.dropped().len() == 2).await;
+        // Each attempt has its event: cut short, unfinished.
+        common::eventually("both attempts observed", || events.0.lock().unwrap().len() == 2).await;
+        let mut seen = events.0.lock().unwrap().clone();
+        seen.sort_unstable_by_key(|event| event.0);
+        assert_eq!(
+            seen,
+            [(1, false, false, None, true), (2, true, false, None, true)]
+        );
     }
 );
 

@@ -383,6 +383,45 @@ on_every_executor!(
     }
 );
 
+/// Records (attempt, cancelled, elapsed) of every attempt event.
+#[derive(Clone, Default)]
+struct Cut(Arc<Mutex<Vec<(u32, bool, Duration)>>>);
+
+impl Observer for Cut {
+    fn attempt_finished(&self, attempt: &AttemptFinished<'_>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((attempt.attempt, attempt.cancelled, attempt.elapsed));
+    }
+}
+
+on_every_executor!(
+    async fn an_attempt_cut_short_by_the_groups_deadline_is_observed_cancelled(ex) {
+        let clock = Manual::new();
+        let cut = Cut::default();
+        let ff = on_clock(ex, &clock)
+            .timeout(ms(50))
+            .observer(cut.clone())
+            .build()
+            .unwrap();
+        // Attempt 1 fails at t=30; attempt 2 (no backoff) would take 30 ms more: the
+        // deadline at t=50 cuts it after 20 ms.
+        let flaky = Flaky::new(&clock, u32::MAX, ms(30));
+        let group = ff.group(&Context::background());
+        let mut run = pin!(group.run(group.idempotent("kv", flaky.attempt()).retry(retry(3, Duration::ZERO, Duration::ZERO, 1))));
+        assert!(advance_when(run.as_mut(), &clock, 2, ms(30)).await.is_none());
+        assert!(advance_when(run.as_mut(), &clock, 2, ms(20)).await.is_none());
+        assert!(finish(run).await.unwrap_err().is_deadline_exceeded());
+        common::eventually("both attempts observed", || cut.0.lock().unwrap().len() == 2).await;
+        assert_eq!(
+            *cut.0.lock().unwrap(),
+            [(1, false, ms(30)), (2, true, ms(20))],
+            "attempt 1 failed on its own; attempt 2 was cut after 20 ms"
+        );
+    }
+);
+
 #[test]
 fn a_retry_set_after_the_call_started_is_a_misuse() {
     futures::executor::block_on(async {

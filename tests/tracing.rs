@@ -293,6 +293,30 @@ on_every_executor!(
 );
 
 on_every_executor!(
+    async fn attempts_the_groups_deadline_cuts_short_record_how_long_they_ran(ex) {
+        seen();
+        let clock = Manual::new();
+        let ff = on_clock(ex, &clock).timeout(ms(50)).build().unwrap();
+        let group = ff.group(&Context::background());
+        // Both attempts outlast the deadline at 50 ms: the hedge starts at 10 ms.
+        let kv = slow_first(&clock, 1000, 1000);
+        let hedge = Hedge::builder().attempts(2).delay(ms(10)).build().unwrap();
+        let mut run = pin!(group.run(group.idempotent("kv", kv).hedge(hedge)));
+        // The deadline, attempt 1 and the hedge's timer; then the deadline and both attempts.
+        schedule(run.as_mut(), &clock, &[(3, 10), (3, 40)]).await;
+        assert!(finish(run).await.unwrap_err().is_deadline_exceeded());
+
+        let (group_span, below) = all_closed(group.id()).await;
+        let call = child(&below, &group_span, "call", "service", "kv");
+        for (attempt, ran) in [("1", "50"), ("2", "40")] {
+            let span = child(&below, call, "attempt", "attempt", attempt);
+            assert_eq!(span.field("outcome"), Some("cancelled"), "attempt {attempt}");
+            assert_eq!(span.field("elapsed_ms"), Some(ran), "attempt {attempt}");
+        }
+    }
+);
+
+on_every_executor!(
     async fn a_retried_call_has_a_span_per_attempt_with_its_error(ex) {
         seen();
         let ff = FailFast::builder().executor(ex).build().unwrap();
