@@ -88,7 +88,9 @@ pub async fn start(
         counters: counters.clone(),
     });
     let until = Context::background(); // until the program ends
-    serve::spawn(ex, listener, until, move |req| handle(req, state.clone()));
+    serve::spawn(ex, listener, until, serve::HEADER_TIMEOUT, move |req| {
+        handle(req, state.clone())
+    });
     Ok(Backend {
         kind,
         addr,
@@ -173,7 +175,7 @@ async fn handle(
         .strip_prefix('/')
         .and_then(|path| path.strip_prefix(kind.name()))
         .and_then(|path| path.strip_prefix('/'))
-        .and_then(|id| id.parse::<u64>().ok());
+        .and_then(serve::parse_id);
     let Some(id) = id.filter(|_| req.method() == Method::GET) else {
         let body = format!("try GET /{}/{{id}}\n", kind.name());
         return Ok(pending.answer(StatusCode::NOT_FOUND, body));

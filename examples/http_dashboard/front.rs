@@ -33,7 +33,12 @@ pub struct Settings {
     /// Hedge the orders call; `None`: call it once.
     pub hedge: Option<Hedge>,
     pub recs_timeout: Duration,
+    /// How long a client may take to send its headers, or keep a connection idle.
+    pub header_timeout: Duration,
 }
+
+/// How much of a malformed id the 400 echoes.
+const ECHOED_ID_CHARS: usize = 64;
 
 /// A running dashboard.
 pub struct Front {
@@ -82,7 +87,10 @@ pub async fn start(
         server: server.clone(),
     });
     // Accepts until shutdown; then the listener closes and new connections are refused.
-    serve::spawn(ex, listener, server, move |req| route(req, state.clone()));
+    let header_timeout = state.settings.header_timeout;
+    serve::spawn(ex, listener, server, header_timeout, move |req| {
+        route(req, state.clone())
+    });
     Ok(Front { addr, shutdown })
 }
 
@@ -92,15 +100,12 @@ async fn route(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_owned();
     let (code, body) = match (req.method(), path.strip_prefix("/dashboard/")) {
-        (&Method::GET, Some(id)) => match id.parse::<u64>() {
-            Ok(id) => {
+        (&Method::GET, Some(id)) => match serve::parse_id(id) {
+            Some(id) => {
                 let span = tracing::info_span!("GET /dashboard", id);
                 dashboard(&state, id).instrument(span).await
             }
-            Err(_) => (
-                StatusCode::BAD_REQUEST,
-                format!("malformed id {id:?}: expected a number, as in /dashboard/42"),
-            ),
+            None => (StatusCode::BAD_REQUEST, malformed(id)),
         },
         (_, Some(_)) => (
             StatusCode::METHOD_NOT_ALLOWED,
@@ -114,6 +119,17 @@ async fn route(
     let mut response = Response::new(Full::new(Bytes::from(body + "\n")));
     *response.status_mut() = code;
     Ok(response)
+}
+
+/// The 400's body for a malformed id: the id echoed, cut short if it is long.
+fn malformed(id: &str) -> String {
+    let shown = serve::clip(id, ECHOED_ID_CHARS);
+    let size = if shown != id {
+        format!(" ({} bytes)", id.len())
+    } else {
+        String::new()
+    };
+    format!("malformed id {shown:?}{size}: expected decimal digits, as in /dashboard/42")
 }
 
 /// One dashboard: a failfast group over the three backends.

@@ -135,6 +135,7 @@ async fn tour(ex: &Arc<smol::Executor<'static>>, args: &args::Args) -> Result<Ve
         deadline: args.deadline,
         hedge,
         recs_timeout: args.recs_timeout,
+        header_timeout: serve::HEADER_TIMEOUT,
     };
     let listen = |port: u16| move |err| format!("cannot listen on 127.0.0.1:{port}: {err}");
     let dashboard = front::start(ex, args.port, backends(profile.addr), settings(Some(hedge)))
