@@ -3,9 +3,13 @@
 
 use plotters::prelude::*;
 
-/// Writes the picture of `series` (a label, and latencies in ms, sorted) as SVG to `path`.
+/// Writes the picture of `series` (a label, and latencies in ms, sorted) as SVG to `path`;
+/// on an error, removes what was written of it.
 pub fn write(path: &str, title: &str, series: &[(&str, &[f64])]) -> Result<(), String> {
-    draw(path, title, series).map_err(|err| format!("cannot draw {path}: {err}"))
+    draw(path, title, series).map_err(|err| {
+        let _ = std::fs::remove_file(path);
+        format!("cannot draw {path}: {err}")
+    })
 }
 
 fn draw(

@@ -358,16 +358,22 @@ fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
-/// Makes `path`'s folder if it is missing, and checks that `path` can be written.
+/// Makes `path`'s folder if it is missing, and checks that `path` can be written (without
+/// leaving an empty file: the picture is written once there is something to draw).
 fn writable(path: &str) -> std::io::Result<()> {
-    if let Some(dir) = std::path::Path::new(path).parent() {
+    let path = std::path::Path::new(path);
+    if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
+    let existed = path.exists();
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(path)
-        .map(drop)
+        .open(path)?;
+    if !existed {
+        std::fs::remove_file(path)?;
+    }
+    Ok(())
 }
 
 /// A loopback address nobody listens on.
