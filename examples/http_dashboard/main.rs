@@ -30,10 +30,11 @@ mod client;
 mod front;
 mod load;
 mod serve;
+mod spans;
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use failfast::{Budget, Hedge};
@@ -42,10 +43,7 @@ use hyper::StatusCode;
 use crate::backend::{Backend, Counters, Kind, UNKNOWN_USERS};
 use crate::client::Pool;
 use crate::front::{Backends, Settings};
-
-/// Whether `--trace` printing is on right now (only for the first steps: a load run would
-/// print thousands of spans).
-static TRACING: AtomicBool = AtomicBool::new(false);
+use crate::spans::PRINTING;
 
 fn main() -> ExitCode {
     let args = match args::parse() {
@@ -65,7 +63,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     if args.trace {
-        install_tracing();
+        spans::install();
     }
     let runner = common::SmolRunner::new();
     let ex = runner.ex();
@@ -152,7 +150,7 @@ async fn tour(ex: &Arc<smol::Executor<'static>>, args: &args::Args) -> Result<Ve
     );
     let client = Pool::new(dashboard.addr, ex.clone());
 
-    TRACING.store(args.trace, Ordering::SeqCst);
+    PRINTING.store(args.trace, Ordering::SeqCst);
     println!("\n1. a dashboard");
     let (code, body) = get(&client, "/dashboard/42").await;
     println!("   GET /dashboard/42 -> {} {body}", show(code));
@@ -188,7 +186,7 @@ async fn tour(ex: &Arc<smol::Executor<'static>>, args: &args::Args) -> Result<Ve
     for i in 0..tries {
         let sent = Instant::now();
         let (code, body) = get(&client2, &format!("/dashboard/{}", UNKNOWN_USERS + i)).await;
-        TRACING.store(false, Ordering::SeqCst); // spans of the first one only
+        PRINTING.store(false, Ordering::SeqCst); // spans of the first one only
         slowest = slowest.max(sent.elapsed());
         if code == Some(StatusCode::NOT_FOUND) {
             not_found += 1;
@@ -328,7 +326,29 @@ async fn tour(ex: &Arc<smol::Executor<'static>>, args: &args::Args) -> Result<Ve
         report(label, backend);
     }
     plain.shut_down();
+    if args.trace {
+        spans_closed(&mut checks);
+    }
     Ok(checks.failed)
+}
+
+/// `--trace`: failfast's group and call spans closed, having recorded how they ended.
+fn spans_closed(checks: &mut Checks) {
+    let closed = |name| spans::CLOSED.of(name);
+    println!("\nfailfast's spans closed (with outcome and elapsed_ms):");
+    for name in ["group", "call", "attempt"] {
+        let (all, full) = closed(name);
+        println!("   {name:>8}: {all} ({full})");
+    }
+    let needs = if cfg!(feature = "tracing") {
+        ""
+    } else {
+        " (needs --features tracing)"
+    };
+    checks.check(
+        closed("group").1 > 0 && closed("call").1 > 0,
+        &format!("failfast's group and call spans closed with their outcome and elapsed_ms{needs}"),
+    );
 }
 
 /// GET `path`: the status, or `None` and the error when there was no HTTP answer.
@@ -406,27 +426,4 @@ fn report(label: &str, backend: &Backend) {
         c.refused.load(Ordering::SeqCst),
         c.went_away.load(Ordering::SeqCst)
     );
-}
-
-/// Prints spans as they close (with failfast's when built with `--features tracing`), while
-/// [`TRACING`] is on.
-fn install_tracing() {
-    use tracing_subscriber::fmt::format::FmtSpan;
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::{Layer, filter};
-
-    if !cfg!(feature = "tracing") {
-        eprintln!(
-            "note: failfast's own spans need `--features tracing`; printing the example's only"
-        );
-    }
-    let layer = tracing_subscriber::fmt::layer()
-        .with_span_events(FmtSpan::CLOSE)
-        .with_filter(filter::dynamic_filter_fn(|_, _| {
-            TRACING.load(Ordering::Relaxed)
-        }));
-    let subscriber = tracing_subscriber::registry().with(layer);
-    if tracing::subscriber::set_global_default(subscriber).is_err() {
-        eprintln!("note: a tracing subscriber was already installed");
-    }
 }
