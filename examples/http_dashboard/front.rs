@@ -178,7 +178,13 @@ async fn dashboard(state: &State, id: u64) -> (StatusCode, String) {
                 format!("User: {name} | Orders: {orders} | Recs: {recs}"),
             )
         }
-        Err(err) => (status_of(&err), format!("{err:#}")),
+        Err(err) => match status_of(&err) {
+            StatusCode::SERVICE_UNAVAILABLE => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("shutting down: {err:#}"),
+            ),
+            code => (code, format!("{err:#}")),
+        },
     }
 }
 

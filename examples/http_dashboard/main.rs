@@ -350,8 +350,10 @@ async fn in_flight_at_shutdown(
         show(code)
     );
     checks.check(
-        reached && code == Some(StatusCode::SERVICE_UNAVAILABLE),
-        "a request in flight at shutdown is a 503",
+        reached
+            && code == Some(StatusCode::SERVICE_UNAVAILABLE)
+            && body.starts_with("shutting down"),
+        "a request in flight at shutdown is a 503 saying so",
     );
 }
 
