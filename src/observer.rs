@@ -68,10 +68,16 @@ pub trait Observer: Send + Sync + 'static {
     /// An attempt of a call with a [`Retry`](crate::Retry) or [`Hedge`](crate::Hedge) policy
     /// ended on its own: it answered, or it failed (and is retried after a backoff, or the
     /// call gives up: no attempts left, not retryable, too close to the deadline, or refused
-    /// by the [`Budget`](crate::Budget)); or a hedge was refused by the budget (an event with
-    /// no error and `stopped` set); or it was cut short (`cancelled`): it lost a hedge race,
-    /// or the group ended its call (its deadline, its cancellation, another call's failure).
-    /// Every attempt that started has exactly one event.
+    /// by the [`Budget`](crate::Budget)); or it was refused (an event with no error and
+    /// `stopped` set: a hedge the budget refused, or a first attempt with less than
+    /// [`min_time_left`](crate::RetryBuilder::min_time_left) before the deadline); or it was
+    /// cut short (`cancelled`): it lost a hedge race, or the group ended its call (its
+    /// deadline, its cancellation, another call's failure). Every attempt that started has
+    /// exactly one event, but one that panics in a retried call: the panic ends the call,
+    /// and [`call_finished`](Observer::call_finished) reports it. Events of attempts the group
+    /// cut short may come after [`group_finished`](Observer::group_finished), as the
+    /// `call_finished` of the calls it cancelled may (a spawned call ends when its executor
+    /// drops it).
     fn attempt_finished(&self, attempt: &AttemptFinished<'_>) {
         let _ = attempt;
     }
@@ -215,8 +221,10 @@ pub struct AttemptFinished<'a> {
     pub error: Option<&'a (dyn std::error::Error + Send + Sync + 'static)>,
     /// When it failed and another attempt follows: the backoff before it.
     pub retry_after: Option<Duration>,
-    /// When it failed and the call gives up: why. (For a hedge refused by the budget, an
-    /// event with no error, `stopped` set to [`StopReason::Budget`](crate::StopReason::Budget).)
+    /// When it failed and the call gives up: why. (For an attempt refused before it started,
+    /// an event with no error: a hedge refused by the budget has `stopped` set to
+    /// [`StopReason::Budget`](crate::StopReason::Budget), a first attempt with too little
+    /// time left to [`StopReason::Deadline`](crate::StopReason::Deadline).)
     pub stopped: Option<crate::StopReason>,
     /// Whether this attempt was a hedge: started while an earlier one was still running, or
     /// after it failed, under a [`Hedge`](crate::Hedge) policy.

@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,15 +49,12 @@ where
     };
     let now = || ctx.now();
     let mut jitter = Jitter::new(retry.seed, now());
-    if let Some(budget) = &retry.budget {
-        budget.deposit(now());
-    }
     if let Some(refused) = too_late_to_start(&ctx, retry.min_time_left, now()) {
-        // Not even a first attempt: as a retry refused for lack of time.
+        // Not even a first attempt: refused as a retry is for lack of time (an event with no
+        // error and `stopped` set, as for a hedge the budget refuses).
         observe(
             &shared,
             AttemptFinished {
-                error: Some(&*refused),
                 stopped: Some(StopReason::Deadline),
                 ..event(&shared, &name, 1, Duration::ZERO)
             },
@@ -74,6 +71,9 @@ where
             reason: StopReason::Deadline,
             last: refused,
         }));
+    }
+    if let Some(budget) = &retry.budget {
+        budget.deposit(now());
     }
     let mut flying = InFlight::new(&shared, &name, &ctx, false);
     let mut attempt = 1;
@@ -215,14 +215,19 @@ where
 /// the call's deadline at `now`. `None` if it may.
 fn too_late_to_start(ctx: &Context, min_time_left: Duration, now: Instant) -> Option<BoxError> {
     let deadline = ctx.deadline()?;
-    let ready = now.checked_add(min_time_left)?;
-    (ready >= deadline && !min_time_left.is_zero())
-        .then(|| Box::new(NoTimeToStart(min_time_left)) as BoxError)
+    if min_time_left.is_zero() {
+        return None; // the group ends the call when its deadline passes
+    }
+    // Past what an `Instant` holds is past any deadline.
+    let too_late = now
+        .checked_add(min_time_left)
+        .is_none_or(|ready| ready >= deadline);
+    too_late.then(|| Box::new(NoTimeToStart(min_time_left)) as BoxError)
 }
 
 /// The error of a call under a retry policy whose first attempt did not start.
 #[derive(Debug, thiserror::Error)]
-#[error("less than the minimum of {0:.1?} was left before the deadline: no attempt started")]
+#[error("no attempt started (the minimum time left is {0:.1?})")]
 struct NoTimeToStart(Duration);
 
 /// Tells the observer that attempt `attempt` ended with `error` because its call was ended by
@@ -309,7 +314,13 @@ impl<'a> InFlight<'a> {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.cancel_all();
+        if std::thread::panicking() {
+            // A retried attempt (or a factory) panicked: the panic ends the call, and the
+            // call's own event reports it; no observer is called while it unwinds.
+            return;
+        }
+        // An observer that panics here must not turn the group's cancellation into a panic.
+        let _ = catch_unwind(AssertUnwindSafe(|| self.cancel_all()));
     }
 }
 

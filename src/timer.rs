@@ -109,6 +109,9 @@ pub trait Timer: Clone + Send + Sync + 'static {
     }
 
     /// This timer's current time. Default: `Instant::now()`.
+    ///
+    /// It is called while a context's lock is held (a cancellation is stamped with it), so it
+    /// must not cancel or inspect contexts itself; it should be quick and must not block.
     fn now(&self) -> Instant {
         Instant::now()
     }

@@ -161,8 +161,8 @@ mod on {
     impl Drop for Span {
         /// The last handle of a span whose outcome nobody recorded says `cancelled`.
         fn drop(&mut self) {
-            if let Some(live) = self.0.as_mut().and_then(Arc::get_mut) {
-                if !*live.finished.get_mut() {
+            if let Some(live) = self.0.take().and_then(Arc::into_inner) {
+                if !live.finished.into_inner() {
                     live.span.record("outcome", "cancelled");
                 }
             }

@@ -165,21 +165,26 @@ fn a_cancel_at_the_very_instant_of_the_deadline_counts_as_the_deadline() {
 }
 
 /// A clock that stands still on the thread named "canceller": each reading there takes the
-/// time, says it arrived, and sleeps a while before answering. The test moves the time on
-/// meanwhile, as if the deadline passed in the middle of a cancel.
+/// time and says it arrived; then it sleeps a while before answering, or, for the first
+/// reading of a clock made `holding`, waits until the test releases it. The test moves the
+/// time on meanwhile, as if the deadline passed in the middle of a cancel.
 #[derive(Clone)]
 struct SlowOnTheCanceller {
     base: Instant,
     offset: Arc<AtomicU64>,
     arrived: Arc<AtomicUsize>,
+    holding: bool,
+    released: Arc<AtomicBool>,
 }
 
 impl SlowOnTheCanceller {
-    fn new() -> SlowOnTheCanceller {
+    fn new(holding: bool) -> SlowOnTheCanceller {
         SlowOnTheCanceller {
             base: Instant::now(),
             offset: Arc::default(),
             arrived: Arc::default(),
+            holding,
+            released: Arc::default(),
         }
     }
 
@@ -198,6 +203,10 @@ impl SlowOnTheCanceller {
             std::thread::yield_now();
         }
     }
+
+    fn release(&self) {
+        self.released.store(true, Ordering::SeqCst);
+    }
 }
 
 impl Timer for SlowOnTheCanceller {
@@ -210,8 +219,15 @@ impl Timer for SlowOnTheCanceller {
     fn now(&self) -> Instant {
         let now = self.base + Duration::from_millis(self.offset.load(Ordering::SeqCst));
         if std::thread::current().name() == Some("canceller") {
-            self.arrived.fetch_add(1, Ordering::SeqCst);
-            std::thread::sleep(ms(30));
+            let first = self.arrived.fetch_add(1, Ordering::SeqCst) == 0;
+            if self.holding && first {
+                let start = Instant::now();
+                while !self.released.load(Ordering::SeqCst) && start.elapsed() < SLACK {
+                    std::thread::yield_now();
+                }
+            } else if !self.holding {
+                std::thread::sleep(ms(30));
+            }
         }
         now
     }
@@ -231,6 +247,7 @@ fn err_while_the_deadline_passes_during_a_cancel(
     clock.wait_for_the_canceller();
     clock.advance_to(ms(100));
     let during = ctx.err();
+    clock.release();
     assert!(canceller.join().unwrap(), "the cancel took effect");
     (during, ctx.err())
 }
@@ -238,8 +255,9 @@ fn err_while_the_deadline_passes_during_a_cancel(
 #[test]
 fn err_never_changes_when_the_deadline_passes_while_a_cancel_reads_its_clock() {
     // The scope cancelled is the one whose deadline it is: `err` in the middle of the cancel
-    // must already give the answer it gives for good.
-    let clock = SlowOnTheCanceller::new();
+    // (it waits for the cancel's lock) must already give the answer it gives for good. The
+    // clock sleeps rather than holds: `err` waits on the lock its reading is taken under.
+    let clock = SlowOnTheCanceller::new(false);
     let (ctx, cancel) = Context::background()
         .with_timer(clock.clone())
         .with_cancel();
@@ -255,8 +273,9 @@ fn err_never_changes_when_the_deadline_passes_while_a_cancel_reads_its_clock() {
 #[test]
 fn err_never_changes_when_the_deadline_passes_while_a_cancel_travels_down_the_tree() {
     // The cancel starts above and reaches the scope with the deadline only after it passed:
-    // a reader in between saw the deadline pass, so the deadline stays the reason.
-    let clock = SlowOnTheCanceller::new();
+    // a reader in between saw the deadline pass, so the deadline stays the reason. The clock
+    // holds the cancel at the root until the reader has looked.
+    let clock = SlowOnTheCanceller::new(true);
     let (root, cancel) = Context::background()
         .with_timer(clock.clone())
         .with_cancel();
@@ -293,12 +312,58 @@ fn an_after_function_runs_once_when_a_cancel_races_the_deadline_on_another_threa
             cancel.cancel();
         });
         canceller.join().unwrap();
-        // The deadline's sleep fires on the timer's thread, if it has not lost the race.
         futures::executor::block_on(ctx.done());
-        std::thread::sleep(Duration::from_millis(1));
+        // The function runs on the cancelling thread, or on the after-function thread if the
+        // deadline's sleep won the race: wait for it, then make sure it ran once only.
+        let start = Instant::now();
+        while runs.load(Ordering::SeqCst) == 0 && start.elapsed() < SLACK {
+            std::thread::yield_now();
+        }
+        std::thread::sleep(Duration::from_millis(2));
         assert_eq!(runs.load(Ordering::SeqCst), 1, "round {round}");
         let first = ctx.err();
         assert_eq!(ctx.err(), first, "round {round}: err() changed its answer");
+    }
+}
+
+/// A clock that panics once `broken` is set.
+#[derive(Clone, Default)]
+struct Breaks {
+    broken: Arc<AtomicBool>,
+}
+
+impl Timer for Breaks {
+    type Sleep = futures::future::Pending<()>;
+
+    fn sleep(&self, _: Duration) -> Self::Sleep {
+        futures::future::pending()
+    }
+
+    fn now(&self) -> Instant {
+        assert!(!self.broken.load(Ordering::SeqCst), "the clock broke");
+        Instant::now()
+    }
+}
+
+#[test]
+fn a_clock_that_panics_during_a_cancel_still_leaves_the_tree_cancelled() {
+    let clock = Breaks::default();
+    let (ctx, cancel) = Context::background()
+        .with_timer(clock.clone())
+        .with_cancel();
+    let (child, _keep) = ctx.with_cancel();
+    clock.broken.store(true, Ordering::SeqCst);
+    assert!(
+        cancel.cancel_with("shutting down"),
+        "the cancel did not panic"
+    );
+    for ctx in [&ctx, &child] {
+        assert_eq!(ctx.err(), Some(ContextError::Cancelled));
+        assert_eq!(ctx.cause().unwrap().to_string(), "shutting down");
+        assert!(
+            ctx.cancelled().now_or_never().is_some(),
+            "a waiter would hang"
+        );
     }
 }
 

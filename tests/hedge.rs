@@ -440,6 +440,7 @@ on_every_executor!(
         common::eventually("both attempts dropped", || replica.dropped().len() == 2).await;
         // Each attempt has its event: cut short, unfinished.
         common::eventually("both attempts observed", || events.0.lock().unwrap().len() == 2).await;
+        std::thread::sleep(ms(20)); // time for a duplicate to show up, if there were one
         let mut seen = events.0.lock().unwrap().clone();
         seen.sort_unstable_by_key(|event| event.0);
         assert_eq!(

@@ -354,11 +354,15 @@ fn a_context_both_cancelled_and_past_its_deadline_reports_whichever_came_first()
         "{err:?}"
     );
     // Cancelled before its deadline, and both are past when the aggregate starts: the
-    // cancellation.
-    let (ctx, cancel) = Context::background().with_cancel();
-    let ctx = ctx.with_deadline(Instant::now() + Duration::from_millis(5));
+    // cancellation. (On a virtual clock: the cancel comes before the deadline, however slow
+    // the machine.)
+    let clock = timer::Manual::new();
+    let (ctx, cancel) = Context::background()
+        .with_timer(clock.clone())
+        .with_cancel();
+    let ctx = ctx.with_deadline(clock.now() + Duration::from_millis(5));
     cancel.cancel();
-    std::thread::sleep(Duration::from_millis(20));
+    clock.advance(Duration::from_millis(20));
     let err = block_on(agg.aggregate(&ctx, 1)).unwrap_err();
     assert!(
         matches!(err, AggregateError::Cancelled { elapsed, .. } if elapsed.is_zero()),

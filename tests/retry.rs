@@ -245,7 +245,8 @@ on_every_executor!(
 on_every_executor!(
     async fn not_even_a_first_attempt_starts_with_less_than_the_minimum_time_left(ex) {
         let clock = Manual::new();
-        let ff = on_clock(ex, &clock).build().unwrap();
+        let attempts = Attempts::default();
+        let ff = on_clock(ex, &clock).observer(attempts.clone()).build().unwrap();
         let policy = Retry::builder()
             .min_time_left(ms(50))
             .build()
@@ -263,6 +264,8 @@ on_every_executor!(
         assert_eq!((gave_up.attempts, gave_up.reason), (0, StopReason::Deadline));
         assert!(format!("{err:#}").contains("no attempt started"), "{err:#}");
         assert!(flaky.starts().is_empty(), "the service was called");
+        let refused = attempts.0.lock().unwrap().clone();
+        assert_eq!(refused, [(1, None, Some(StopReason::Deadline))], "refused, observed");
 
         // Enough time left: the first attempt starts and answers.
         let caller = Context::background()
@@ -419,6 +422,29 @@ on_every_executor!(
             [(1, false, ms(30)), (2, true, ms(20))],
             "attempt 1 failed on its own; attempt 2 was cut after 20 ms"
         );
+    }
+);
+
+on_every_executor!(
+    async fn a_retried_attempt_that_panics_ends_the_call_as_a_panic_not_as_cut_short(ex) {
+        let cut = Cut::default();
+        let ff = FailFast::builder()
+            .executor(ex)
+            .observer(cut.clone())
+            .build()
+            .unwrap();
+        let group = ff.group(&Context::background());
+        let call = group
+            .idempotent("kv", |_ctx| async {
+                if true {
+                    panic!("corrupt row");
+                }
+                Ok::<u32, BoxError>(1)
+            })
+            .retry(retry(3, Duration::ZERO, Duration::ZERO, 1));
+        let err = finish(group.run(call)).await.unwrap_err();
+        assert!(matches!(err, Error::Panicked { .. }), "{err:?}");
+        assert!(cut.0.lock().unwrap().is_empty(), "no attempt event: {:?}", cut.0.lock().unwrap());
     }
 );
 

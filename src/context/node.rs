@@ -2,6 +2,7 @@
 //! node that points up to its parent.
 
 use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
@@ -310,7 +311,7 @@ impl Scope {
                 return None;
             }
             self.cancelled.store(true, Ordering::SeqCst);
-            let at = at.unwrap_or_else(now);
+            let at = at.unwrap_or_else(|| stamp(now));
             *set = Some(Reason {
                 at,
                 cause: cause.clone(),
@@ -337,6 +338,18 @@ impl Scope {
         let links = lock(&self.links);
         (links.children.len(), links.afters.len())
     }
+}
+
+/// The time `now` reads, for a cancellation in progress: a clock that panics must not leave
+/// the scope flagged with no reason, so its panic is contained and the system's time used.
+fn stamp(now: impl FnOnce() -> Instant) -> Instant {
+    catch_unwind(AssertUnwindSafe(now)).unwrap_or_else(|_| {
+        log::warn!(
+            target: "failfast",
+            "a context's clock panicked while a cancellation was stamped; Instant::now() was used"
+        );
+        Instant::now()
+    })
 }
 
 impl Drop for Node {
