@@ -178,6 +178,9 @@ impl<V: 'static> Future for Gather<'_, V> {
             }));
         }
         for (position, slot) in this.calls.iter_mut().enumerate() {
+            if !this.best_effort && this.succeeded.len() >= this.k {
+                break; // k is enough (`k = 0` at once): the calls not looked at are cancelled
+            }
             let Some(call) = slot else { continue };
             match call.poll_own(cx) {
                 Poll::Pending => continue,
@@ -200,9 +203,6 @@ impl<V: 'static> Future for Gather<'_, V> {
                 }
             }
             *slot = None;
-            if !this.best_effort && this.succeeded.len() >= this.k {
-                break; // k is enough: the calls not looked at are cancelled
-            }
         }
         let running = this.n - this.succeeded.len() - this.failed;
         let enough = !this.best_effort && this.succeeded.len() >= this.k;

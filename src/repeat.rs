@@ -382,11 +382,11 @@ fn report(shared: &Shared, name: &str, attempt: u32, error: &BoxError, next: Nex
         Next::Hedge => "attempt failed, hedging at once",
         Next::Wait => "attempt failed, other attempts still running",
         Next::Stop(StopReason::Deadline) if attempt == 0 => {
-            "no attempt started: not enough time left before the deadline"
+            "no attempt started: not enough time left before the call's deadline"
         }
         Next::Stop(StopReason::Budget) => "attempt failed, retry refused by the budget",
         Next::Stop(StopReason::Deadline) => {
-            "attempt failed, not enough time left before the deadline to retry"
+            "attempt failed, not enough time left before the call's deadline to retry"
         }
         Next::Stop(StopReason::NotRetryable) => "attempt failed, not retryable",
         Next::Stop(StopReason::Exhausted) => "attempt failed, no attempts left",

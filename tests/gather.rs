@@ -193,6 +193,23 @@ on_every_executor!(
     }
 );
 
+on_every_executor!(
+    async fn a_gather_of_zero_yields_no_values_even_when_calls_have_answered(ex) {
+        let ff = FailFast::builder().executor(ex).build().unwrap();
+        for _ in 0..20 {
+            let group = ff.group(&Context::background());
+            let calls: Vec<_> = (0..2)
+                .map(|i| group.call("ready", move |_ctx| async move { Ok::<_, BoxError>(i) }))
+                .collect();
+            // Spawned calls may have answered before the gather is first polled.
+            for _ in 0..3 {
+                common::nap().await;
+            }
+            assert_eq!(group.run(group.gather(0, calls)).await.unwrap(), []);
+        }
+    }
+);
+
 #[test]
 fn the_callers_cancellation_ends_a_gather() {
     futures::executor::block_on(async {

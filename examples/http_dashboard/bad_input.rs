@@ -139,8 +139,10 @@ async fn unfinished_headers(rig: &Rig<'_>, checks: &mut Checks) -> Result<(), St
     front.shut_down();
     match closed {
         Some(after) => println!(
-            "   headers never finished: the dashboard closed the connection after {:.0} ms",
-            ms(after)
+            "   headers never finished: the dashboard closed the connection after {:.0} ms (a test front's {} ms header timeout; the dashboard's own is {} s)",
+            ms(after),
+            patience.as_millis(),
+            serve::HEADER_TIMEOUT.as_secs()
         ),
         None => println!(
             "   headers never finished: the connection was still open after {:.1} s",

@@ -181,6 +181,12 @@ async fn tour(ex: &Arc<smol::Executor<'static>>, args: &args::Args) -> Result<Ve
         "   {:<7} {:>6} {:>9} {:>9} {:>9} {:>9} {:>15}",
         "", "200 OK", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "orders/request"
     );
+    if args.requests < 1000 {
+        println!(
+            "   ({} requests: p99 and p99.9 are the few slowest requests, noisy from run to run)",
+            args.requests
+        );
+    }
     let mut runs = Vec::new();
     for (label, front) in [("plain", &plain), ("hedged", &dashboard)] {
         let pool = Arc::new(Pool::new(front.addr, ex.clone()));

@@ -192,6 +192,8 @@ impl HedgeBuilder {
     }
 
     /// A fixed delay between attempts. Default: 10 ms. Zero starts every attempt at once.
+    /// It replaces a [`percentile`](HedgeBuilder::percentile) set before (and a percentile
+    /// set after replaces it): the last of the two is the policy, and only it is checked.
     pub fn delay(mut self, delay: Duration) -> Self {
         self.delay = Some(delay);
         self.percentile = None;

@@ -159,7 +159,7 @@ pub enum StopReason {
     #[error("not retryable")]
     NotRetryable,
     /// The backoff would end too close to (or past) the deadline.
-    #[error("not enough time left before the deadline")]
+    #[error("not enough time left before the call's deadline")]
     Deadline,
     /// The [`Budget`] refused the retry.
     #[error("retry budget exhausted")]
