@@ -143,7 +143,7 @@ where
             // Cut short by the group (its deadline, its cancellation): not the call's own
             // failure, and not worth another attempt.
             let ran = now().saturating_duration_since(started);
-            observe_cut(&shared, &name, attempt, false, ran, &error);
+            observe_cut(&shared, &name, attempt, false, ran, Some(&error));
             return Err(error);
         }
         let cut = attempt_ctx.err() == Some(ContextError::DeadlineExceeded);
@@ -162,14 +162,7 @@ where
         let backoff = retry.backoff(attempt, jitter.next());
         let resume = now().checked_add(backoff);
         let stop = stop.or_else(|| {
-            let enough = match (ctx.deadline(), resume) {
-                (Some(deadline), Some(resume)) => resume
-                    .checked_add(retry.min_time_left)
-                    .is_some_and(|ready| ready < deadline),
-                (Some(_), None) => false,
-                (None, _) => true,
-            };
-            (!enough).then_some(StopReason::Deadline)
+            (!time_to_start(&ctx, resume, retry.min_time_left)).then_some(StopReason::Deadline)
         });
         let stop = stop.or_else(|| match &retry.budget {
             Some(budget) if !budget.withdraw(now()) => Some(StopReason::Budget),
@@ -211,18 +204,22 @@ where
     }
 }
 
-/// The error of a first attempt that may not start: less than `min_time_left` is left before
-/// the call's deadline at `now`. `None` if it may.
+/// Whether an attempt starting at `start` (`None`: past what an `Instant` holds) would have at
+/// least `min_time_left` before the call's deadline. Always, with no deadline.
+fn time_to_start(ctx: &Context, start: Option<Instant>, min_time_left: Duration) -> bool {
+    let Some(deadline) = ctx.deadline() else {
+        return true;
+    };
+    start
+        .and_then(|start| start.checked_add(min_time_left))
+        .is_some_and(|ready| ready < deadline)
+}
+
+/// The error of a first attempt that may not start at `now`: less than a minimum of time left
+/// (a minimum of zero leaves the deadline to the group). `None` if it may.
 fn too_late_to_start(ctx: &Context, min_time_left: Duration, now: Instant) -> Option<BoxError> {
-    let deadline = ctx.deadline()?;
-    if min_time_left.is_zero() {
-        return None; // the group ends the call when its deadline passes
-    }
-    // Past what an `Instant` holds is past any deadline.
-    let too_late = now
-        .checked_add(min_time_left)
-        .is_none_or(|ready| ready >= deadline);
-    too_late.then(|| Box::new(NoTimeToStart(min_time_left)) as BoxError)
+    let refused = !min_time_left.is_zero() && !time_to_start(ctx, Some(now), min_time_left);
+    refused.then(|| Box::new(NoTimeToStart(min_time_left)) as BoxError)
 }
 
 /// The error of a call under a retry policy whose first attempt did not start.
@@ -230,20 +227,21 @@ fn too_late_to_start(ctx: &Context, min_time_left: Duration, now: Instant) -> Op
 #[error("no attempt started (the minimum time left is {0:.1?})")]
 struct NoTimeToStart(Duration);
 
-/// Tells the observer that attempt `attempt` ended with `error` because its call was ended by
-/// the group (its deadline, its cancellation, another call's failure).
+/// Tells the observer that attempt `attempt` was cut short after `ran`: another attempt won,
+/// or the group ended the call (its deadline, its cancellation, another call's failure); with
+/// the error it ended with, if it ended before it was dropped.
 fn observe_cut(
     shared: &Shared,
     name: &str,
     attempt: u32,
     hedge: bool,
     ran: Duration,
-    error: &BoxError,
+    error: Option<&BoxError>,
 ) {
     observe(
         shared,
         AttemptFinished {
-            error: Some(&**error),
+            error: error.map(|error| &**error as _),
             hedge,
             cancelled: true,
             ..event(shared, name, attempt, ran)
@@ -300,14 +298,8 @@ impl<'a> InFlight<'a> {
         for (attempt, began, span) in self.attempts.drain(..) {
             let ran = now.saturating_duration_since(began);
             span.finish(outcome_name(Outcome::Cancelled), Some(ran), None);
-            observe(
-                self.shared,
-                AttemptFinished {
-                    hedge: self.hedged && attempt > 1,
-                    cancelled: true,
-                    ..event(self.shared, self.name, attempt, ran)
-                },
-            );
+            let hedge = self.hedged && attempt > 1;
+            observe_cut(self.shared, self.name, attempt, hedge, ran, None);
         }
     }
 }
@@ -436,12 +428,12 @@ where
             };
             (n, started, outcome, span)
         };
-        (attempt, (n, started, handle))
+        (attempt, started, handle)
     };
     let mut running = FuturesUnordered::new();
-    let (first, (n, at, span)) = launch(1);
+    let (first, at, span) = launch(1);
     running.push(first);
-    in_flight.add(n, at, span);
+    in_flight.add(1, at, span);
     let mut started = 1;
     // When the next hedge starts; `None`: no more hedges (none left, no delay known yet, or
     // refused by the budget).
@@ -464,9 +456,9 @@ where
                     if spend(&hedge, &shared, &name, started, now()) {
                         started += 1;
                         note(&shared, &name, started, "no answer yet, hedging");
-                        let (attempt, (n, at, span)) = launch(started);
+                        let (attempt, at, span) = launch(started);
                         running.push(attempt);
-                        in_flight.add(n, at, span);
+                        in_flight.add(started, at, span);
                         next_at = next_hedge(started);
                     } else {
                         refused = true;
@@ -529,7 +521,7 @@ where
         };
         if ctx.is_done() {
             // The group ended the call: this attempt and those still running were cut short.
-            observe_cut(&shared, &name, n, n > 1, elapsed, &error);
+            observe_cut(&shared, &name, n, n > 1, elapsed, Some(&error));
             return Err(error);
         }
         // A failure starts the next attempt at once, if one is left and the budget allows; a
@@ -562,9 +554,9 @@ where
         report(&shared, &name, n, &error, next);
         if granted {
             started += 1;
-            let (attempt, (n, at, span)) = launch(started);
+            let (attempt, at, span) = launch(started);
             running.push(attempt);
-            in_flight.add(n, at, span);
+            in_flight.add(started, at, span);
             next_at = next_hedge(started);
         }
         last = Some(error);

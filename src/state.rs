@@ -231,13 +231,10 @@ impl Shared {
     /// Why no call may start any more, if the caller has cancelled or the deadline has passed.
     pub(crate) fn over(&self, now: Instant) -> Option<Error> {
         let elapsed = self.elapsed(now);
-        if let Some(error) = self.ended_by_caller(elapsed) {
-            Some(error)
-        } else if self.expired(now) {
-            Some(Error::DeadlineExceeded { elapsed })
-        } else {
-            None
-        }
+        self.ended_by_caller(elapsed).or_else(|| {
+            self.expired(now)
+                .then_some(Error::DeadlineExceeded { elapsed })
+        })
     }
 }
 

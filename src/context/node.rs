@@ -161,14 +161,15 @@ impl Node {
             return false;
         };
         let mut afters = Vec::new();
-        let Some(children) = scope.cancel_one(at, || self.now(), &cause, &mut afters) else {
+        let when = || at.unwrap_or_else(|| stamp(|| self.now()));
+        let Some(children) = scope.cancel_one(when, &cause, &mut afters) else {
             return false;
         };
         let mut below = children;
         while let Some(weak) = below.pop() {
             let Some(node) = weak.upgrade() else { continue };
             let Some(scope) = node.scope() else { continue };
-            if let Some(children) = scope.cancel_one(None, || node.now(), &cause, &mut afters) {
+            if let Some(children) = scope.cancel_one(|| stamp(|| node.now()), &cause, &mut afters) {
                 below.extend(children);
             }
         }
@@ -293,14 +294,13 @@ impl Scope {
     /// Cancels this scope alone: `None` if it already was, else its children. Its
     /// after-functions are moved to `afters`.
     ///
-    /// The time is read (unless given) after the flag is set and before the reason is
+    /// `when` (the time to record) is called after the flag is set and before the reason is
     /// published, under the reason's lock: a reader that saw the flag unset read its clock
     /// before, so a deadline it saw pass is at or before the time recorded here, and `err`
     /// gives it the same answer afterwards.
     fn cancel_one(
         &self,
-        at: Option<Instant>,
-        now: impl FnOnce() -> Instant,
+        when: impl FnOnce() -> Instant,
         cause: &Option<SharedError>,
         afters: &mut Vec<Arc<After>>,
     ) -> Option<Vec<Weak<Node>>> {
@@ -311,9 +311,8 @@ impl Scope {
                 return None;
             }
             self.cancelled.store(true, Ordering::SeqCst);
-            let at = at.unwrap_or_else(|| stamp(now));
             *set = Some(Reason {
-                at,
+                at: when(),
                 cause: cause.clone(),
             });
         }
@@ -341,7 +340,7 @@ impl Scope {
 }
 
 /// The time `now` reads, for a cancellation in progress: a clock that panics must not leave
-/// the scope flagged with no reason, so its panic is contained and the system's time used.
+/// a scope flagged with no reason, so its panic is contained and the system's time used.
 fn stamp(now: impl FnOnce() -> Instant) -> Instant {
     catch_unwind(AssertUnwindSafe(now)).unwrap_or_else(|_| {
         log::warn!(
